@@ -1,0 +1,131 @@
+"""Small shared helpers: atomic writes, content hashes, and silencing toolchain chatter."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+# Toolchains print at import time and during conversion. These keep that off the user's terminal unless --debug.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+VERBOSE = False  # set by the CLI's --debug: toolchain output then goes to the terminal
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary sibling path; move it onto ``final`` only when the block completes.
+
+    Works for files and directories (SavedModel, .mlpackage, run directories). On any exception the temporary is
+    removed, so a failed step never leaves a half-written artifact under the final name.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    target = tmp / final.name  # inside the temp dir, keeping the real file name (some tools check suffixes)
+    try:
+        yield target
+        if not target.exists():
+            raise FileNotFoundError(f"internal: {target} was not written")
+        replace(target, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace(src: Path, dst: Path) -> None:
+    """Move ``src`` onto ``dst``, replacing a file or a whole directory tree."""
+    if dst.is_dir() and not dst.is_symlink():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)
+
+
+def files_of(path: Path) -> list[Path]:
+    """The files that make up an artifact: the file itself, or every file of a directory, sorted."""
+    path = Path(path)
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file())
+    return [path]
+
+
+def sha256_of(paths: list[Path], root: Path | None = None) -> str:
+    """SHA-256 over one or more files; for several, each relative name is hashed before its content."""
+    h = hashlib.sha256()
+    for p in paths:
+        if len(paths) > 1:
+            h.update(str(p.relative_to(root) if root else p.name).encode() + b"\0")
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def tree_size(paths: list[Path]) -> int:
+    return sum(p.stat().st_size for p in paths)
+
+
+class ToolOutput:
+    """What a toolchain printed while silenced; attached to errors so failures stay diagnosable."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def tail(self, lines: int = 15) -> str:
+        kept = [ln for ln in self.text.splitlines() if ln.strip()]
+        return "\n".join(kept[-lines:])
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[ToolOutput]:
+    """Redirect file descriptors 1 and 2 (C++ logging included) to a temporary file for the block.
+
+    The user's progress display writes to a duplicate of the original stderr (see ``edgeprep.progress``),
+    so it keeps working while toolchain output is captured.
+    """
+    out = ToolOutput()
+    if VERBOSE:
+        yield out
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    saved_streams = sys.stdout, sys.stderr
+    with tempfile.TemporaryFile(mode="w+b") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        # Python-level writers (rich, tqdm) may hold a replaced sys.stdout (pytest, IDEs): catch those too.
+        text = io.TextIOWrapper(open(log.fileno(), "wb", closefd=False), encoding="utf-8", write_through=True)
+        sys.stdout = sys.stderr = text
+        try:
+            yield out
+        finally:
+            sys.stdout, sys.stderr = saved_streams
+            text.flush()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            log.seek(0)
+            out.text = log.read().decode("utf-8", "replace")
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The most informative single line of a toolchain exception, for one-line error messages."""
+    text = str(exc).strip() or type(exc).__name__
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in lines:  # converters often bury the cause after a generic first line
+        if "error:" in ln.lower() and len(ln) > 20:
+            return ln[:limit]
+    return lines[0][:limit] if lines else type(exc).__name__
