@@ -1,0 +1,93 @@
+"""The runner protocol: open an artifact, then run float32 batches through it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+
+class RunnerUnavailable(RuntimeError):
+    """The runtime is not installed, or cannot run here (wrong OS, missing device)."""
+
+
+class ArtifactError(RuntimeError):
+    """The runtime could not load or run the artifact (corrupt file, wrong input shape or dtype)."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]          # as loaded; -1 marks a dynamic axis
+    dtype: str                      # numpy dtype name of the tensor itself
+    scale: float | None = None      # set for quantized tensors: real = scale * (q - zero_point)
+    zero_point: int | None = None
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
+                **({"scale": self.scale, "zero_point": self.zero_point} if self.scale is not None else {})}
+
+
+def quantize(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Float input -> the tensor's integer dtype with its scale and zero point.
+
+    Rounds half away from zero, as TFLite's quantize kernels do (numpy's round is half-to-even), then clamps.
+    """
+    info = np.iinfo(spec.dtype)
+    v = x.astype(np.float32) / np.float32(spec.scale)
+    q = np.sign(v) * np.floor(np.abs(v) + 0.5) + spec.zero_point
+    return np.clip(q, info.min, info.max).astype(spec.dtype)
+
+
+def dequantize(q: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    return ((q.astype(np.float32) - np.float32(spec.zero_point)) * np.float32(spec.scale)).astype(np.float32)
+
+
+class Session:
+    """A loaded artifact. Subclasses implement ``_infer`` for one batch of the session's batch size."""
+
+    input: TensorSpec
+    output: TensorSpec
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Run any number of float32 samples; returns float32 outputs (dequantized if the output is integer)."""
+        x = np.asarray(x, dtype=np.float32)
+        want = tuple(self.input.shape[1:])
+        if len(want) != x.ndim - 1 or any(w not in (-1, g) for w, g in zip(want, x.shape[1:])):
+            raise ArtifactError(f"input samples have shape {x.shape[1:]} but the artifact expects "
+                                f"{tuple('?' if w == -1 else w for w in want)}")
+        outs = [self._run_batch(chunk) for chunk in self._chunks(x)]
+        return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
+
+    def _chunks(self, x: np.ndarray) -> Iterator[np.ndarray]:
+        step = self.batch_size
+        for i in range(0, len(x), step):
+            yield x[i:i + step]
+
+    @property
+    def batch_size(self) -> int:
+        """Largest batch one call takes: 1 for static batch-1 artifacts."""
+        return 1 if self.input.shape[0] != -1 else 64
+
+    def _run_batch(self, x: np.ndarray) -> np.ndarray:
+        fed = quantize(x, self.input) if self.input.scale is not None else x.astype(self.input.dtype)
+        y = np.asarray(self._infer(fed))
+        return dequantize(y, self.output) if self.output.scale is not None else y.astype(np.float32)
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """What actually executed: runtime, version, threads, precision, delegate."""
+        raise NotImplementedError
+
+
+class Runner:
+    """Opens artifacts for one runtime. ``formats`` lists file suffixes it executes."""
+
+    name = ""
+    formats: tuple[str, ...] = ()
+
+    def open(self, path: str, threads: int | None = None, options: dict | None = None) -> Session:
+        raise NotImplementedError

@@ -1,0 +1,87 @@
+"""OpenVINO runner: IR (``.xml`` + ``.bin``), and also ``.onnx``/``.tflite`` which OpenVINO reads directly.
+
+Options: ``device`` (default CPU), ``inference_precision`` (``f32`` default: the CPU plugin otherwise runs in bf16
+on CPUs with AVX512-BF16/AMX, which changes numerics; ``default`` leaves the plugin's choice), ``performance_hint``
+(LATENCY or THROUGHPUT). ``describe()`` reports the precision the compiled model actually executes in.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from device_bench.runners import register
+from device_bench.runners.base import ArtifactError, Runner, RunnerUnavailable, Session, TensorSpec
+
+_PRECISIONS = {"f32", "bf16", "f16", "default"}
+
+
+class OpenVINOSession(Session):
+    def __init__(self, path: str, threads: int | None, device: str, precision: str, hint: str):
+        try:
+            import openvino as ov
+        except ImportError:
+            raise RunnerUnavailable("openvino is not installed (pip install openvino)") from None
+        core = ov.Core()
+        config: dict = {"PERFORMANCE_HINT": hint}
+        if precision != "default":
+            config["INFERENCE_PRECISION_HINT"] = precision
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        try:
+            model = core.read_model(str(path))
+            if len(model.inputs) != 1 or len(model.outputs) != 1:
+                raise ArtifactError(f"{path}: {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+                                    "one of each is supported")
+            self._compiled = core.compile_model(model, device, config)
+        except ArtifactError:
+            raise
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses with multi-line C++ messages
+            raise ArtifactError(f"OpenVINO cannot load {path}: {str(exc).strip().splitlines()[0]}") from None
+        self._request = self._compiled.create_infer_request()
+        port_in, port_out = model.inputs[0], model.outputs[0]
+        pshape = port_in.get_partial_shape()
+        shape = tuple(d.get_length() if d.is_static else -1 for d in pshape)
+        self.input = TensorSpec(port_in.get_any_name(), shape, port_in.get_element_type().to_dtype().name)
+        oshape = tuple(d.get_length() if d.is_static else -1 for d in port_out.get_partial_shape())
+        self.output = TensorSpec(port_out.get_any_name(), oshape, "float32")
+        self.threads, self.device, self.requested_precision, self.hint = threads, device, precision, hint
+        self.version = ov.get_version()
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        self._request.infer({0: x})
+        return self._request.get_output_tensor(0).data.copy()
+
+    def execution_precision(self) -> str:
+        return str(self._compiled.get_property("INFERENCE_PRECISION_HINT")).replace("<Type: '", "").rstrip("'>")
+
+    def op_precisions(self) -> dict[str, int]:
+        """How many executed nodes run in each precision (from the compiled runtime graph)."""
+        counts: dict[str, int] = {}
+        for op in self._compiled.get_runtime_model().get_ops():
+            info = op.get_rt_info()
+            p = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else "n/a"
+            counts[p] = counts.get(p, 0) + 1
+        return counts
+
+    def describe(self) -> dict:
+        return {"runtime": "openvino", "version": self.version, "device": self.device, "threads": self.threads,
+                "performance_hint": self.hint, "requested_precision": self.requested_precision,
+                "execution_precision": self.execution_precision(), "node_precisions": self.op_precisions(),
+                "input": self.input.to_dict(), "output": self.output.to_dict()}
+
+
+@register("openvino")
+class OpenVINORunner(Runner):
+    formats = (".xml", ".onnx", ".tflite")
+
+    def open(self, path: str, threads: int | None = None, options: dict | None = None) -> Session:
+        opts = dict(options or {})
+        device = str(opts.pop("device", "CPU"))
+        precision = str(opts.pop("inference_precision", "f32"))
+        hint = str(opts.pop("performance_hint", "LATENCY")).upper()
+        if opts:
+            raise ValueError(f"unknown OpenVINO option(s): {', '.join(opts)} "
+                             "(known: device, inference_precision, performance_hint)")
+        if precision not in _PRECISIONS:
+            raise ValueError(f"inference_precision must be one of {', '.join(sorted(_PRECISIONS))}")
+        return OpenVINOSession(path, threads, device, precision, hint)
