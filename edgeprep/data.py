@@ -1,0 +1,380 @@
+"""Datasets: loading, preprocessing and streamed batches.
+
+Accepted sources
+- ``.npz`` with an array ``x`` (NHWC images) and optionally ``y`` (integer class labels);
+- ``.npy`` with NHWC images (memory-mapped, so large calibration sets are streamed, not loaded);
+- a folder of images: one subfolder per class (the Keras convention, classes sorted by name) or flat (unlabelled);
+- a data manifest (``.toml``) naming a calibration and an evaluation source and their preprocessing.
+
+Preprocessing (``Preprocess``) turns raw samples into model input: optional resize (bilinear, half-pixel centres),
+channel conversion (grey <-> RGB), ``x * scale + offset`` then optional per-channel ``(x - mean) / std``, and the
+layout the model wants (NHWC or NCHW). It is applied batch by batch as data streams.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+import zipfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterator, Literal
+
+import numpy as np
+
+from edgeprep.config import from_mapping, merge, to_mapping
+from edgeprep.errors import ConfigError, DataError, InputError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How raw samples become model input. The resolved value is recorded in every report."""
+
+    resize: tuple[int, int] | None = None          # (height, width)
+    channels: Literal[1, 3] | None = None          # convert grey <-> RGB; None keeps the data's channels
+    scale: float = 1.0                              # x * scale + offset, e.g. 1/255 for pixels in [0, 1]
+    offset: float = 0.0
+    mean: tuple[float, ...] | None = None           # then (x - mean) / std, per channel or one value
+    std: tuple[float, ...] | None = None
+    layout: Literal["NHWC", "NCHW"] = "NHWC"        # the layout the model expects; data is always read as NHWC
+
+    def __post_init__(self) -> None:
+        if self.resize is not None and min(self.resize) < 1:
+            raise ValueError(f"resize must be two positive sizes (height, width), got {self.resize}")
+        if self.scale == 0:
+            raise ValueError("scale must not be 0")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("mean and std must be given together")
+        if self.std is not None and any(s <= 0 for s in self.std):
+            raise ValueError(f"std values must be positive, got {self.std}")
+
+    @classmethod
+    def from_mapping(cls, data: dict, where: str = "[preprocess]") -> "Preprocess":
+        return from_mapping(cls, data, where)
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Raw NHWC batch (any numeric dtype) -> float32 model input."""
+        x = np.asarray(x)
+        if x.ndim == 3:  # N x H x W: grey images without a channel axis
+            x = x[..., None]
+        x = x.astype(np.float32, copy=False)
+        if self.resize is not None and x.shape[1:3] != tuple(self.resize):
+            x = resize_bilinear(x, self.resize)
+        if self.channels is not None and x.shape[-1] != self.channels:
+            x = convert_channels(x, self.channels)
+        if self.scale != 1.0 or self.offset != 0.0:
+            x = x * np.float32(self.scale) + np.float32(self.offset)
+        if self.mean is not None:
+            mean = np.asarray(self.mean, np.float32)
+            std = np.asarray(self.std, np.float32)
+            if mean.size not in (1, x.shape[-1]) or std.size not in (1, x.shape[-1]):
+                raise DataError(f"preprocess mean/std have {mean.size}/{std.size} values but the data has "
+                                f"{x.shape[-1]} channels", "give one value or one per channel")
+            x = (x - mean) / std
+        if self.layout == "NCHW" and x.ndim == 4:
+            x = np.transpose(x, (0, 3, 1, 2))
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def resize_bilinear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of an NHWC float batch with half-pixel centres (as tf.image.resize / PIL)."""
+    n, h, w, c = x.shape
+    oh, ow = size
+
+    def axis(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pos = (np.arange(dst, dtype=np.float64) + 0.5) * (src / dst) - 0.5
+        pos = np.clip(pos, 0, src - 1)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, src - 1)
+        return lo, hi, (pos - lo).astype(np.float32)
+
+    y0, y1, wy = axis(h, oh)
+    x0, x1, wx = axis(w, ow)
+    top = x[:, y0] * (1 - wy)[None, :, None, None] + x[:, y1] * wy[None, :, None, None]
+    return top[:, :, x0] * (1 - wx)[None, None, :, None] + top[:, :, x1] * wx[None, None, :, None]
+
+
+def convert_channels(x: np.ndarray, channels: int) -> np.ndarray:
+    have = x.shape[-1]
+    if have == 4:  # RGBA: drop alpha first
+        x, have = x[..., :3], 3
+    if have == channels:
+        return x
+    if have == 1 and channels == 3:
+        return np.repeat(x, 3, axis=-1)
+    if have == 3 and channels == 1:
+        return (x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+    raise DataError(f"cannot convert {have}-channel data to {channels} channels")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A finite sequence of samples read lazily, with optional integer labels.
+
+    ``read(indices)`` returns raw NHWC samples (or a list of single images when their sizes differ); preprocessing
+    is applied per batch, so memory use is bounded by the batch size for memory-mapped arrays and image folders.
+    """
+
+    source: str
+    count: int
+    read: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    labels: np.ndarray | None = field(default=None, repr=False)
+    preprocess: Preprocess = Preprocess()
+    classes: tuple[str, ...] | None = None
+
+    @property
+    def has_labels(self) -> bool:
+        return self.labels is not None
+
+    def with_preprocess(self, preprocess: Preprocess) -> "Dataset":
+        return replace(self, preprocess=preprocess)
+
+    def head(self, n: int) -> "Dataset":
+        """The first ``n`` samples (or all, if there are fewer)."""
+        n = min(n, self.count)
+        labels = None if self.labels is None else self.labels[:n]
+        return replace(self, count=n, labels=labels)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one preprocessed sample (reads one sample)."""
+        return tuple(self._prepare(np.arange(1))[0].shape)
+
+    def _prepare(self, idx: np.ndarray) -> np.ndarray:
+        raw = self.read(idx)
+        if not isinstance(raw, list):
+            return self.preprocess.apply(raw)
+        parts = [self.preprocess.apply(a[None]) for a in raw]  # mixed sizes: resize each image, then stack
+        shapes = sorted({p.shape[1:] for p in parts})
+        if len(shapes) > 1:
+            raise DataError(f"{self.source}: images have different sizes ({', '.join(map(str, shapes))})",
+                            "set a resize (--resize H,W) and channels (--channels) to bring them to one shape")
+        return np.concatenate(parts)
+
+    def batches(self, batch_size: int, limit: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """Preprocessed float32 batches ``(x, y)``; ``y`` is None when unlabelled. Non-finite input is refused."""
+        total = self.count if limit is None else min(limit, self.count)
+        for start in range(0, total, batch_size):
+            idx = np.arange(start, min(start + batch_size, total))
+            x = self._prepare(idx)
+            bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+            if bad:
+                raise DataError(f"{self.source}: {bad} NaN/Inf values in samples {idx[0]}-{idx[-1]}",
+                                "clean the data; statistics computed from non-finite values are meaningless")
+            yield x, (None if self.labels is None else self.labels[idx])
+
+    def arrays(self, limit: int | None = None, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
+        """All (or the first ``limit``) preprocessed samples as one array, and their labels."""
+        xs, ys = [], []
+        for x, y in self.batches(batch_size, limit):
+            xs.append(x)
+            ys.append(y)
+        if not xs:
+            raise DataError(f"{self.source}: no samples")
+        return np.concatenate(xs), (None if ys[0] is None else np.concatenate(ys))
+
+    def count_non_finite(self, batch_size: int = 512) -> int:
+        """Number of NaN/Inf values over the raw data after preprocessing (streamed)."""
+        bad = 0
+        for start in range(0, self.count, batch_size):
+            x = self._prepare(np.arange(start, min(start + batch_size, self.count)))
+            bad += int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+        return bad
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Calibration and evaluation data for a run (they may be the same source)."""
+
+    calibration: Dataset
+    evaluation: Dataset
+    manifest: str | None = None
+
+    @property
+    def shared(self) -> bool:
+        return self.calibration.source == self.evaluation.source
+
+
+def load_dataset(path: str | Path, preprocess: Preprocess = Preprocess()) -> Dataset:
+    """Open an ``.npz``, ``.npy`` or image folder as a ``Dataset``."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"data not found: {path}", "check the path given to --data")
+    if path.is_dir():
+        ds = _image_folder(path)
+    elif path.suffix == ".npz":
+        ds = _npz(path)
+    elif path.suffix == ".npy":
+        ds = _npy(path)
+    else:
+        raise InputError(f"unsupported data format '{path.suffix or path.name}' ({path})",
+                         "use an .npz with array 'x' (and 'y'), an .npy, a folder of images, or a .toml manifest")
+    if ds.count == 0:
+        raise DataError(f"{path}: the data set is empty", "give at least one sample")
+    return replace(ds, preprocess=preprocess)
+
+
+def _check_images(arr: np.ndarray, path: Path) -> None:
+    if arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[-1] not in (1, 2, 3, 4) and arr.shape[1] in (1, 3)):
+        hint = "store images as N x H x W x C (NHWC)"
+        if arr.ndim == 4 and arr.shape[1] in (1, 3):
+            hint += f"; this looks like NCHW {arr.shape}: transpose with x.transpose(0, 2, 3, 1)"
+        raise DataError(f"{path}: images must be N x H x W x C, got shape {arr.shape}", hint)
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise DataError(f"{path}: images must be numeric, got dtype {arr.dtype}")
+
+
+def _labels(y: np.ndarray, n: int, path: Path) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:  # one-hot
+        y = np.argmax(y, axis=1)
+    y = y.reshape(-1)
+    if len(y) != n:
+        raise DataError(f"{path}: {n} images but {len(y)} labels", "give one label per image")
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.all(np.equal(np.mod(y, 1), 0)):
+            raise DataError(f"{path}: labels must be integer class indices, got {y.dtype}")
+        y = y.astype(np.int64)
+    return y.astype(np.int64)
+
+
+def _npz(path: Path) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "x" not in z.files:
+                raise DataError(f"{path}: no array named 'x' (found: {', '.join(z.files) or 'none'})",
+                                "save images as x (NHWC) and labels as y: np.savez(path, x=images, y=labels)")
+            x = z["x"]
+            y = z["y"] if "y" in z.files else None
+            classes = tuple(str(c) for c in z["classes"]) if "classes" in z.files else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: cannot read the .npz ({exc})", "check the file is a complete numpy .npz") from None
+    _check_images(x, path)
+    labels = None if y is None else _labels(y, len(x), path)
+    return Dataset(str(path), len(x), lambda idx, _x=x: _x[idx], labels, classes=classes)
+
+
+def _npy(path: Path) -> Dataset:
+    try:
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read the .npy ({exc})", "check the file is a complete numpy .npy") from None
+    _check_images(x, path)
+    return Dataset(str(path), len(x), lambda idx, _x=x: np.asarray(_x[idx]))
+
+
+def _image_folder(path: Path) -> Dataset:
+    subdirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files: list[Path] = []
+    labels: list[int] | None = None
+    classes: tuple[str, ...] | None = None
+    if subdirs:
+        labels, classes = [], tuple(d.name for d in subdirs)
+        for i, d in enumerate(subdirs):
+            imgs = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            files += imgs
+            labels += [i] * len(imgs)
+    else:
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"{path}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})",
+                        "put images in the folder, or one subfolder per class")
+
+    def read(idx: np.ndarray) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError
+
+        out = []
+        for i in idx:
+            try:
+                with Image.open(files[i]) as im:
+                    im = im.convert("L") if im.mode in ("L", "1", "I;16", "I", "F") else im.convert("RGB")
+                    arr = np.asarray(im)
+            except (OSError, UnidentifiedImageError) as exc:
+                raise DataError(f"{files[i]}: unreadable image ({exc})", "remove or replace the file") from None
+            out.append(arr if arr.ndim == 3 else arr[..., None])
+        return out if len({a.shape for a in out}) > 1 else np.stack(out)
+
+    return Dataset(str(path), len(files), read,
+                   None if labels is None else np.asarray(labels, np.int64), classes=classes)
+
+
+def preprocess_from(*layers: dict | None) -> Preprocess:
+    """Merge preprocessing tables, later ones winning key by key (target < data manifest < command line)."""
+    merged: dict = {}
+    for layer in layers:
+        if layer:
+            merged = merge(merged, layer)
+    return Preprocess.from_mapping(merged)
+
+
+@dataclass(frozen=True)
+class DataManifest:
+    calibration: str
+    evaluation: str | None = None
+    preprocess: dict = field(default_factory=dict)
+    description: str = ""
+
+
+def load_data(path: str | Path, *, preprocess_layers: tuple[dict | None, ...] = (),
+              cli_preprocess: dict | None = None, calibration: str | Path | None = None) -> DataSpec:
+    """Resolve ``--data`` (a manifest or a single source) into calibration and evaluation datasets.
+
+    Preprocessing precedence: ``preprocess_layers`` (e.g. the target profile) < the manifest < ``cli_preprocess``.
+    """
+    path = Path(path)
+    manifest_pre: dict | None = None
+    manifest_name = None
+    if path.suffix == ".toml":
+        if not path.exists():
+            raise InputError(f"data manifest not found: {path}", "check the path given to --data")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML ({exc})", "fix the syntax of the data manifest") from None
+        man = from_mapping(DataManifest, raw, str(path))
+        calib_path = (path.parent / man.calibration)
+        eval_path = (path.parent / man.evaluation) if man.evaluation else calib_path
+        manifest_pre, manifest_name = man.preprocess, str(path)
+    else:
+        calib_path = eval_path = path
+    if calibration is not None:
+        calib_path = Path(calibration)
+    pre = preprocess_from(*preprocess_layers, manifest_pre, cli_preprocess)
+    ev = load_dataset(eval_path, pre)
+    cal = ev if calib_path == eval_path else load_dataset(calib_path, pre)
+    return DataSpec(calibration=cal, evaluation=ev, manifest=manifest_name)
+
+
+def describe(ds: Dataset) -> dict:
+    """A JSON-ready description of a dataset for reports."""
+    return {"source": ds.source, "samples": ds.count, "labelled": ds.has_labels,
+            "preprocess": to_mapping(ds.preprocess)}
+
+
+def check_fits(ds: Dataset, expected: tuple[int | None, ...], what: str = "the model") -> None:
+    """Refuse data whose preprocessed sample shape does not match the model input (batch axis excluded)."""
+    got = ds.sample_shape
+    if len(got) == len(expected) and all(e is None or e == g for e, g in zip(expected, got)):
+        return
+    shown = "x".join("?" if e is None else str(e) for e in expected)
+    hint = "preprocess the data to the model's input shape"
+    if len(expected) == 3 and len(got) == 3:
+        nhwc = expected if ds.preprocess.layout == "NHWC" else (expected[1], expected[2], expected[0])
+        ch = nhwc[2] if ds.preprocess.layout == "NHWC" else expected[0]
+        flips = []
+        if ds.preprocess.layout == "NHWC" and expected[0] in (1, 3) and expected[2] not in (1, 3):
+            flips.append("--layout NCHW")
+        if nhwc[0] and nhwc[1]:
+            flips.append(f"--resize {nhwc[0]},{nhwc[1]}")
+        if ch in (1, 3):
+            flips.append(f"--channels {ch}")
+        if flips:
+            hint = "set " + " ".join(flips) + " (or [preprocess] in the target or data manifest)"
+    raise DataError(f"{ds.source}: samples are {'x'.join(map(str, got))} after preprocessing but {what} expects "
+                    f"{shown}", hint)
+
+
+def batch_count(n: int, batch_size: int) -> int:
+    return math.ceil(n / batch_size)

@@ -1,0 +1,192 @@
+"""Load a model file into one handle: ``.keras``, legacy ``.h5``, a SavedModel directory, or ``.onnx``.
+
+The handle knows its kind, its single input and output, and can compute float reference outputs. TensorFlow,
+Keras and ONNX Runtime are imported only when a model of that kind is loaded.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import numpy as np
+
+from edgeprep._util import files_of, first_line, quiet, sha256_of, tree_size
+from edgeprep.errors import InputError, ModelError
+
+ModelKind = Literal["keras", "savedmodel", "onnx"]
+
+
+@dataclass
+class ModelHandle:
+    """A loaded model. ``obj`` is the Keras model, the SavedModel signature function, or the ONNX Runtime session."""
+
+    path: Path
+    kind: ModelKind
+    obj: Any = field(repr=False)
+    input_name: str
+    input_shape: tuple[int | None, ...]  # without the batch axis
+    output_shape: tuple[int | None, ...]
+    sha256: str = ""
+    size_bytes: int = 0
+    _saved_model_dir: Path | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.path.stem if self.path.suffix else self.path.name
+
+    @property
+    def is_keras(self) -> bool:
+        return self.kind == "keras"
+
+    def describe(self) -> dict:
+        return {"path": str(self.path), "kind": self.kind, "sha256": self.sha256, "size_bytes": self.size_bytes,
+                "input": {"name": self.input_name, "shape": list(self.input_shape)},
+                "output": {"shape": list(self.output_shape)},
+                **({"parameters": int(self.obj.count_params())} if self.is_keras else {})}
+
+    def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Float reference outputs for a preprocessed batch (inference mode)."""
+        outs = [self._predict(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+        return np.concatenate(outs).astype(np.float32, copy=False)
+
+    def predict_batches(self, batches: Iterator[np.ndarray]) -> np.ndarray:
+        return np.concatenate([self._predict(b) for b in batches]).astype(np.float32, copy=False)
+
+    def _predict(self, x: np.ndarray) -> np.ndarray:
+        if self.kind == "keras":
+            return np.asarray(self.obj(x, training=False))
+        if self.kind == "savedmodel":
+            import tensorflow as tf
+
+            out = self.obj(**{self.input_name: tf.constant(x)})
+            return np.asarray(next(iter(out.values())))
+        batch = self.obj.get_inputs()[0].shape[0]
+        if isinstance(batch, int) and batch > 0 and batch != len(x):  # static batch axis: feed it in its size
+            return np.concatenate([self.obj.run(None, {self.input_name: x[i:i + batch]})[0]
+                                   for i in range(0, len(x), batch)])
+        return self.obj.run(None, {self.input_name: x})[0]
+
+    def saved_model_dir(self, workdir: Path) -> Path:
+        """A SavedModel of this model (the original directory, or a Keras export made once into ``workdir``)."""
+        if self.kind == "savedmodel":
+            return self.path
+        if self.kind != "keras":
+            raise ModelError(f"{self.path}: a {self.kind} model has no SavedModel form")
+        if self._saved_model_dir is None or not self._saved_model_dir.exists():
+            target = Path(workdir) / f"{self.name}.savedmodel"
+            with quiet():
+                self.obj.export(str(target), format="tf_saved_model", verbose=False)
+            self._saved_model_dir = target
+        return self._saved_model_dir
+
+
+def detect_kind(path: Path) -> ModelKind:
+    if path.is_dir():
+        if (path / "saved_model.pb").exists() or (path / "saved_model.pbtxt").exists():
+            return "savedmodel"
+        raise InputError(f"{path} is a directory but not a SavedModel (no saved_model.pb)",
+                         "pass a .keras or .h5 file, a SavedModel directory, or an .onnx file")
+    suffix = path.suffix.lower()
+    if suffix in (".keras", ".h5", ".hdf5"):
+        return "keras"
+    if suffix == ".onnx":
+        return "onnx"
+    raise InputError(f"unsupported model format '{suffix or path.name}' ({path})",
+                     "pass a .keras or .h5 file, a SavedModel directory, or an .onnx file")
+
+
+def load_model(path: str | Path) -> ModelHandle:
+    """Load a model file; every failure becomes one ``InputError``/``ModelError`` line."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"model not found: {path}", "check the path")
+    kind = detect_kind(path)
+    loader = {"keras": _load_keras, "savedmodel": _load_savedmodel, "onnx": _load_onnx}[kind]
+    handle = loader(path)
+    files = files_of(path)
+    handle.sha256 = sha256_of(files, root=path if path.is_dir() else None)
+    handle.size_bytes = tree_size(files)
+    return handle
+
+
+def _single(shapes: list, what: str, path: Path) -> tuple:
+    if len(shapes) != 1:
+        raise ModelError(f"{path}: the model has {len(shapes)} {what}s; edgeprep handles single-input, "
+                         f"single-output vision models", "export a model with one image input and one output")
+    return tuple(None if (d is None or d == -1 or isinstance(d, str)) else int(d) for d in shapes[0])
+
+
+def _load_keras(path: Path) -> ModelHandle:
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise ModelError(f"{path}: not a valid .keras file (it is not a zip archive; the file may be truncated)",
+                         "re-save the model with model.save('model.keras')")
+    with quiet() as log:
+        import keras
+
+        try:
+            model = keras.models.load_model(path, compile=False)
+        except Exception as exc:  # corrupt or foreign files raise many types; all mean the same thing to the user
+            cause = first_line(exc)
+            raise ModelError(f"{path}: cannot load the Keras model ({cause})",
+                             "check the file is complete and was saved by Keras 3 (or Keras 2 as .h5); models "
+                             "with custom layers need those layers importable") from None
+    del log
+    inputs = [tuple(t.shape) for t in model.inputs] if getattr(model, "inputs", None) else []
+    outputs = [tuple(t.shape) for t in model.outputs] if getattr(model, "outputs", None) else []
+    in_shape = _single(inputs, "input", path)
+    out_shape = _single(outputs, "output", path)
+    name = model.inputs[0].name if hasattr(model.inputs[0], "name") else "input"
+    return ModelHandle(path, "keras", model, str(name), in_shape[1:], out_shape[1:])
+
+
+def _load_savedmodel(path: Path) -> ModelHandle:
+    with quiet():
+        import tensorflow as tf
+
+        try:
+            loaded = tf.saved_model.load(str(path))
+        except Exception as exc:
+            raise ModelError(f"{path}: cannot load the SavedModel ({first_line(exc)})",
+                             "check the directory is a complete TensorFlow SavedModel") from None
+    sigs = dict(getattr(loaded, "signatures", {}))
+    if "serving_default" in sigs:
+        fn = sigs["serving_default"]
+    elif len(sigs) == 1:
+        fn = next(iter(sigs.values()))
+    else:
+        raise ModelError(f"{path}: the SavedModel has no 'serving_default' signature "
+                         f"(signatures: {', '.join(sigs) or 'none'})", "export it with a serving_default signature")
+    ins = fn.structured_input_signature[1]
+    outs = fn.structured_outputs
+    in_shape = _single([tuple(s.shape) for s in ins.values()], "input", path)
+    out_shape = _single([tuple(s.shape) for s in outs.values()], "output", path)
+    handle = ModelHandle(path, "savedmodel", fn, next(iter(ins)), in_shape[1:], out_shape[1:])
+    handle._keepalive = loaded  # the signature function needs its object graph alive
+    return handle
+
+
+def _load_onnx(path: Path) -> ModelHandle:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        from edgeprep.errors import RuntimeUnavailable
+
+        raise RuntimeUnavailable("ONNX Runtime is not installed; it computes the float reference for .onnx "
+                                 "models", "pip install onnxruntime") from None
+    try:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot load the ONNX model ({first_line(exc)})",
+                         "check the file is a complete ONNX model") from None
+    ins, outs = sess.get_inputs(), sess.get_outputs()
+    in_shape = _single([tuple(i.shape) for i in ins], "input", path)
+    out_shape = _single([tuple(o.shape) for o in outs], "output", path)
+    if ins[0].type != "tensor(float)":
+        raise ModelError(f"{path}: the ONNX model input is {ins[0].type}; edgeprep feeds float32 images",
+                         "export the model with a float32 input")
+    return ModelHandle(path, "onnx", sess, ins[0].name, in_shape[1:], out_shape[1:])
