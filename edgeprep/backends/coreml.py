@@ -1,0 +1,96 @@
+"""Core ML conversion to an ML Program (``.mlpackage``) with coremltools; int8 = 8-bit weights (W8A16).
+
+coremltools converts Keras 3 Functional models and single-signature concrete functions, not Sequential objects or
+``.keras`` paths: Functional models go in directly, anything else through a concrete function of the model.
+On Linux coremltools converts and compresses but cannot execute a model (prediction is macOS-only).
+"""
+
+from __future__ import annotations
+
+import platform
+from collections import Counter
+from pathlib import Path
+
+from edgeprep._util import first_line
+from edgeprep.backends import register
+from edgeprep.backends.base import Backend, ConvertRequest, ConvertResult
+from edgeprep.config.formats import CoreMLOptions
+from edgeprep.errors import ConversionError
+from edgeprep.models import ModelHandle
+
+
+def _source(model: ModelHandle, input_name: str):
+    """What to hand ``ct.convert``: the Functional model, a concrete function, or the SavedModel path."""
+    if model.kind == "savedmodel":
+        return str(model.path)
+    import keras
+    import tensorflow as tf
+
+    from keras.src.models.functional import Functional
+
+    if isinstance(model.obj, Functional) and not isinstance(model.obj, keras.Sequential):
+        return model.obj
+    spec = tf.TensorSpec((1, *model.input_shape), tf.float32, name=input_name)
+    return [tf.function(lambda x: model.obj(x, training=False)).get_concrete_function(spec)]
+
+
+@register("coreml")
+class CoreMLBackend(Backend):
+    suffix = ".mlpackage"
+    options_type = CoreMLOptions
+
+    def convert(self, model: ModelHandle, request: ConvertRequest, out: Path) -> ConvertResult:
+        import coremltools as ct
+
+        opts: CoreMLOptions = request.options
+        name = "".join(c if c.isalnum() or c == "_" else "_" for c in model.input_name) or "input"
+        fp16 = request.precision in ("fp16", "int8")
+        try:
+            mlmodel = ct.convert(
+                _source(model, name), source="tensorflow", convert_to="mlprogram",
+                inputs=[ct.TensorType(name=name, shape=(1, *model.input_shape))],
+                compute_precision=ct.precision.FLOAT16 if fp16 else ct.precision.FLOAT32,
+                minimum_deployment_target=getattr(ct.target, opts.minimum_deployment_target),
+                compute_units=getattr(ct.ComputeUnit, opts.compute_units),
+            )
+        except Exception as exc:
+            raise ConversionError(f"Core ML conversion failed: {first_line(exc)}",
+                                  "coremltools is tested with TensorFlow 2.12; ops it cannot map need a model "
+                                  "change") from None
+        quant = {"weights": "fp16" if fp16 else "fp32", "activations": "fp16" if fp16 else "fp32",
+                 "io": "float32"}
+        if request.precision == "int8":
+            import coremltools.optimize as cto
+
+            cfg = cto.coreml.OptimizationConfig(global_config=cto.coreml.OpLinearQuantizerConfig(
+                mode="linear_symmetric", dtype="int8", granularity="per_channel",
+                weight_threshold=opts.weight_threshold))
+            mlmodel = cto.coreml.linear_quantize_weights(mlmodel, cfg)
+            quant = {"weights": "int8 per-channel (linear symmetric)", "activations": "fp16", "io": "float32",
+                     "weight_threshold": opts.weight_threshold}
+        mlmodel.save(str(out))
+        return ConvertResult(quant)
+
+    def inspect(self, path: Path) -> dict:
+        import coremltools as ct
+
+        spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+
+        def feature(f):
+            arr = f.type.multiArrayType
+            dtype = {65568: "float32", 65552: "float16", 131104: "int32"}.get(arr.dataType, str(arr.dataType))
+            return {"name": f.name, "shape": list(arr.shape), "dtype": dtype}
+        ops: Counter = Counter()
+        for fn in spec.mlProgram.functions.values():
+            for block in fn.block_specializations.values():
+                ops.update(op.type for op in block.operations)
+        return {"inputs": [feature(f) for f in spec.description.input],
+                "outputs": [feature(f) for f in spec.description.output],
+                "op_counts": dict(sorted(ops.items())), "spec_version": spec.specificationVersion}
+
+    def runtime(self, options: CoreMLOptions) -> tuple[str | None, dict, str | None]:
+        system = platform.system()
+        if system != "Darwin":
+            return None, {}, (f"Core ML cannot execute on {system}: coremltools prediction is macOS-only, so "
+                              "the spec was checked (inputs, outputs, op counts) but numerics are unverified")
+        return None, {}, "no Core ML runner in this version of device_bench; numerics are unverified"

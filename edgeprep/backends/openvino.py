@@ -1,0 +1,91 @@
+"""OpenVINO IR conversion with ``ov.convert_model``; int8 by NNCF post-training quantization of the IR.
+
+Keras models go through a SavedModel export (``ov.convert_model`` does not read ``.keras`` files); SavedModel
+directories and ``.onnx`` files are read directly. The input is fixed to batch 1, the deployment shape.
+fp32 IR keeps fp32 weights (``compress_to_fp16=False``: ``ov.save_model`` would otherwise halve them silently);
+fp16 IR stores fp16 weights, which the CPU plugin decompresses and executes in its inference precision.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeprep._util import first_line
+from edgeprep.backends import register
+from edgeprep.backends.base import Backend, ConvertRequest, ConvertResult
+from edgeprep.config.formats import OpenVINOOptions
+from edgeprep.errors import ConversionError, DataError
+from edgeprep.models import ModelHandle
+
+
+def to_ov_model(model: ModelHandle, workdir: Path):
+    """The model as an in-memory ``ov.Model`` with a static batch-1 input where the other axes are known."""
+    import openvino as ov
+
+    source = model.path if model.kind == "onnx" else model.saved_model_dir(workdir)
+    shape = (1, *model.input_shape)
+    kwargs = {"input": [list(shape)]} if all(d is not None for d in shape) else {}
+    try:
+        return ov.convert_model(str(source), **kwargs)
+    except Exception as exc:
+        raise ConversionError(f"OpenVINO cannot convert {model.path}: {first_line(exc)}",
+                              "check the model uses ops OpenVINO supports") from None
+
+
+def nncf_dataset(request: ConvertRequest):
+    import nncf
+
+    if request.calibration is None:
+        raise DataError("int8 conversion needs calibration data", "pass --data with representative samples")
+    samples = [x[i:i + 1] for x, _ in request.calibration.batches(64, request.calibration_samples)
+               for i in range(len(x))]
+    return nncf.Dataset(samples), len(samples)
+
+
+@register("openvino")
+class OpenVINOBackend(Backend):
+    suffix = ".xml"
+    model_kinds = ("keras", "savedmodel", "onnx")
+    options_type = OpenVINOOptions
+
+    def convert(self, model: ModelHandle, request: ConvertRequest, out: Path) -> ConvertResult:
+        import openvino as ov
+
+        opts: OpenVINOOptions = request.options
+        ov_model = to_ov_model(model, request.workdir)
+        quant = {"weights": request.precision, "activations": "fp32", "io": "float32"}
+        if request.precision == "int8":
+            import nncf
+
+            data, n = nncf_dataset(request)
+            preset = nncf.QuantizationPreset.PERFORMANCE if opts.nncf_preset == "performance" \
+                else nncf.QuantizationPreset.MIXED
+            try:
+                ov_model = nncf.quantize(ov_model, data, subset_size=n, preset=preset)
+            except Exception as exc:
+                raise ConversionError(f"NNCF quantization failed: {first_line(exc)}") from None
+            quant = {"weights": "int8 per-channel", "activations": "int8 (FakeQuantize)", "io": "float32",
+                     "calibration_samples": n, "method": f"nncf ptq, preset {opts.nncf_preset}"}
+        ov.save_model(ov_model, str(out), compress_to_fp16=(request.precision == "fp16"))
+        return ConvertResult(quant)
+
+    def companion_files(self, path: Path) -> list[Path]:
+        return [path.with_suffix(".bin")]
+
+    def inspect(self, path: Path) -> dict:
+        import openvino as ov
+
+        m = ov.Core().read_model(str(path))
+        ops: dict[str, int] = {}
+        for op in m.get_ops():
+            ops[op.get_type_name()] = ops.get(op.get_type_name(), 0) + 1
+
+        def port(p):
+            return {"name": p.get_any_name(), "shape": [d.get_length() if d.is_static else -1
+                                                        for d in p.get_partial_shape()],
+                    "dtype": p.get_element_type().to_dtype().name}
+        return {"inputs": [port(p) for p in m.inputs], "outputs": [port(p) for p in m.outputs], "op_counts": ops}
+
+    def runtime(self, options: OpenVINOOptions) -> tuple[str | None, dict, str | None]:
+        return "openvino", {"device": options.device, "inference_precision": options.inference_precision,
+                            "performance_hint": options.performance_hint}, None

@@ -1,0 +1,118 @@
+"""Verify stage: does each artifact compute what the float model computes?
+
+The float reference is computed once per evaluation set and reused for every artifact. Each artifact runs through
+the same ``device_bench`` runner that benchmarks it; artifacts no runtime here can execute are reported
+``unverified`` with the reason, never skipped silently.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from device_bench import metrics
+from device_bench.runners import open_model
+from device_bench.runners.base import ArtifactError, RunnerUnavailable
+from edgeprep._util import quiet
+from edgeprep.backends import Artifact
+from edgeprep.config.gates import Thresholds
+from edgeprep.data import Dataset
+from edgeprep.errors import VerificationError
+from edgeprep.models import ModelHandle
+
+BATCH = 256
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Float model outputs on the evaluation set: computed once, shared by every artifact's verification."""
+
+    outputs: np.ndarray
+    labels: np.ndarray | None
+    source: str
+
+    @property
+    def samples(self) -> int:
+        return len(self.outputs)
+
+    @property
+    def accuracy(self) -> float | None:
+        return None if self.labels is None else metrics.accuracy(self.outputs, self.labels)
+
+    def describe(self) -> dict:
+        return {"runtime": "float model (Keras/TensorFlow, ONNX Runtime for .onnx)", "samples": self.samples,
+                "accuracy": self.accuracy, "source": self.source}
+
+
+def reference(model: ModelHandle, data: Dataset, limit: int | None = None, progress=None) -> Reference:
+    outs, labels = [], []
+    with quiet():
+        for x, y in data.batches(BATCH, limit):
+            outs.append(model.predict(x, BATCH))
+            labels.append(y)
+            if progress:
+                progress(len(x))
+    return Reference(np.concatenate(outs), None if labels[0] is None else np.concatenate(labels), data.source)
+
+
+def run_artifact(artifact: Artifact, data: Dataset, threads: int | None, limit: int | None = None,
+                 progress=None) -> tuple[np.ndarray, dict]:
+    """All outputs of ``artifact`` on ``data`` and a description of what executed them."""
+    with quiet():
+        session = open_model(artifact.runtime, str(artifact.path), threads, artifact.runtime_options)
+    outs = []
+    for x, _ in data.batches(BATCH, limit):
+        outs.append(session.run(x))
+        if progress:
+            progress(len(x))
+    return np.concatenate(outs), session.describe()
+
+
+def check(values: dict, thresholds: Thresholds, size_bytes: int) -> list[dict]:
+    """Compare measured values with thresholds. Pure: one entry per threshold that is set and measurable."""
+    found = []
+
+    def add(name: str, value, limit, ok: bool) -> None:
+        found.append({"name": name, "value": value, "threshold": limit, "passed": bool(ok)})
+
+    if thresholds.max_accuracy_drop is not None and values.get("accuracy_drop") is not None:
+        add("max_accuracy_drop", values["accuracy_drop"], thresholds.max_accuracy_drop,
+            values["accuracy_drop"] <= thresholds.max_accuracy_drop + 1e-9)
+    if thresholds.min_agreement is not None and values.get("agreement") is not None:
+        add("min_agreement", values["agreement"], thresholds.min_agreement,
+            values["agreement"] >= thresholds.min_agreement)
+    if thresholds.min_sqnr_db is not None and values.get("sqnr_db") is not None:
+        add("min_sqnr_db", values["sqnr_db"], thresholds.min_sqnr_db, values["sqnr_db"] >= thresholds.min_sqnr_db)
+    if thresholds.max_size_bytes is not None:
+        add("max_size_bytes", size_bytes, thresholds.max_size_bytes, size_bytes <= thresholds.max_size_bytes)
+    return found
+
+
+def unverified(artifact: Artifact, reason: str, thresholds: Thresholds) -> dict:
+    """The verification object of an artifact whose numerics could not be checked, with the reason."""
+    return {"status": "unverified", "reason": reason, "metrics": None,
+            "checks": check({}, thresholds, artifact.size_bytes)}
+
+
+def verify(artifact: Artifact, ref: Reference, data: Dataset, thresholds: Thresholds, threads: int | None = None,
+           progress=None) -> dict:
+    """Metrics and checks for one artifact, as the ``verification`` object of the report.
+
+    The artifact runs on the same samples as the reference: the first ``ref.samples`` of ``data``.
+    """
+    if artifact.runtime is None:
+        return unverified(artifact, artifact.unavailable_reason, thresholds)
+    start = time.perf_counter()
+    try:
+        outputs, runtime = run_artifact(artifact, data, threads, ref.samples, progress)
+    except (ArtifactError, RunnerUnavailable) as exc:
+        raise VerificationError(f"{artifact.label}: {exc}") from None
+    values = metrics.compare(outputs, ref.outputs, ref.labels)
+    if values["accuracy"] is not None and ref.accuracy is not None:
+        values["accuracy_drop"] = round(100.0 * (ref.accuracy - values["accuracy"]), 4)
+    checks = check(values, thresholds, artifact.size_bytes)
+    return {"status": "failed" if any(not c["passed"] for c in checks) else "verified", "reason": None,
+            "metrics": values, "checks": checks, "executed_by": runtime,
+            "seconds": round(time.perf_counter() - start, 3)}
