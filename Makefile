@@ -1,0 +1,52 @@
+# edgeprep developer commands. Everything runs from a local virtualenv (.venv) created on first use.
+# Needs only Python 3.11 (python3.11 or python3) on a Linux machine; packages come from the package index.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+MODEL  := examples/fashion_mnist_cnn.keras
+DATA   := calibration_data/fashion_mnist.toml
+DEMO_TARGETS := litert-cpu openvino-cpu apple-coreml
+# pytest workers: 2 on the 2-core CI machines; override with `make test JOBS=1`
+JOBS   ?= 2
+
+.PHONY: help venv demo test bench lint clean data model
+
+help:
+	@echo "make demo   - create .venv, install, run the pipeline on the example model for: $(DEMO_TARGETS)"
+	@echo "make test   - run the test suite against the real toolchains"
+	@echo "make bench  - benchmarks: print figures and ratios (not timed tests)"
+	@echo "make data   - rebuild calibration_data/ from Debian's dataset-fashion-mnist"
+	@echo "make model  - retrain examples/fashion_mnist_cnn.keras (about 15 minutes on 2 cores)"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "edgeprep needs Python 3.11+"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+demo: $(STAMP)
+	@for t in $(DEMO_TARGETS); do \
+	  echo "== edgeprep run $(MODEL) --target $$t"; \
+	  $(BIN)/edgeprep run $(MODEL) --target $$t --data $(DATA) --out runs/demo/$$t || exit $$?; \
+	done
+	@echo "reports: $(foreach t,$(DEMO_TARGETS),runs/demo/$(t)/report.json)"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n $(JOBS) tests
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+data: $(STAMP)
+	$(BIN)/python calibration_data/build_fashion_mnist.py
+
+model: $(STAMP)
+	$(BIN)/python examples/train_fashion_mnist.py
+
+clean:
+	rm -rf runs .pytest_cache

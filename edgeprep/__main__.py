@@ -1,0 +1,5 @@
+import sys
+
+from edgeprep.cli import main
+
+sys.exit(main())

@@ -1,0 +1,64 @@
+"""Human-readable views of a report: table rows shared by the Markdown summary and the terminal table."""
+
+from __future__ import annotations
+
+COLUMNS = ("artifact", "size", "vs fp32", "accuracy", "drop (pts)", "agreement", "SQNR dB", "status")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _fmt(v, spec: str) -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def rows(report: dict) -> list[tuple[str, ...]]:
+    """One row per artifact, in COLUMNS order, formatted for people."""
+    fp32 = {a["format"]: a["size_bytes"] for a in report["artifacts"] if a["precision"] == "fp32"}
+    out = []
+    for a in report["artifacts"]:
+        m = a.get("metrics") or {}
+        v = a["verification"]
+        ratio = f"{a['size_bytes'] / fp32[a['format']]:.3f}×" if a["format"] in fp32 else "—"
+        status = v["status"]
+        failed = [c["name"] for c in v.get("checks", []) if not c["passed"]]
+        if failed:
+            status += f" ({', '.join(failed)})"
+        out.append((f"{a['format']} {a['precision']}", _size(a["size_bytes"]), ratio,
+                    _fmt(m.get("accuracy"), ".4f"), _fmt(m.get("accuracy_drop"), "+.2f"),
+                    _fmt(m.get("agreement"), ".4f"), _fmt(m.get("sqnr_db"), ".1f"), status))
+    return out
+
+
+def markdown_summary(report: dict) -> str:
+    model = report["model"]
+    target = report.get("target") or {}
+    ref = report.get("reference") or {}
+    lines = [f"# edgeprep report: {model['path']}" + (f" → {target['name']}" if target else ""), ""]
+    if ref:
+        acc = ref.get("accuracy")
+        lines.append(f"Float reference: top-1 {acc:.4f} on {ref['samples']} samples."
+                     if acc is not None else f"Float reference: {ref['samples']} unlabelled samples.")
+        lines.append("")
+    lines.append("| " + " | ".join(COLUMNS) + " |")
+    lines.append("|" + "---|" * len(COLUMNS))
+    for r in rows(report):
+        lines.append("| " + " | ".join(r) + " |")
+    notes = [(a["format"], a["precision"], a["verification"].get("reason")) for a in report["artifacts"]
+             if a["verification"].get("reason")]
+    if notes:
+        lines.append("")
+        lines += [f"- {f} {p}: {reason}" for f, p, reason in notes]
+    s = report["summary"]
+    tc = report["toolchain"]
+    lines += ["", f"**{s['status'].upper()}**: {s['verified']} verified, {s['unverified']} unverified, "
+                  f"{s['failed']} failed of {s['artifacts']} artifacts.", "",
+              f"<sub>edgeprep {tc['edgeprep']}, TensorFlow {tc.get('tensorflow')}, LiteRT {tc.get('litert')}, "
+              f"OpenVINO {tc.get('openvino')}, coremltools {tc.get('coremltools')}, NNCF {tc.get('nncf')}, "
+              f"numpy {tc.get('numpy')} on {tc['os']}, {tc['cpu']['model']}</sub>", ""]
+    return "\n".join(lines)

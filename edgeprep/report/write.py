@@ -1,0 +1,20 @@
+"""Write a report directory's files: report.json (validated first) and summary.md, each atomically."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgeprep._util import atomic_path
+from edgeprep.report.build import validate
+from edgeprep.report.markdown import markdown_summary
+
+
+def write_report(report: dict, directory: Path) -> Path:
+    validate(report)  # a report that breaks its own schema is a bug: fail loudly before writing it
+    directory = Path(directory)
+    with atomic_path(directory / "report.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+    with atomic_path(directory / "summary.md") as tmp:
+        tmp.write_text(markdown_summary(report))
+    return directory / "report.json"
