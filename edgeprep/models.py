@@ -98,12 +98,18 @@ def detect_kind(path: Path) -> ModelKind:
                      "pass a .keras or .h5 file, a SavedModel directory, or an .onnx file")
 
 
-def load_model(path: str | Path) -> ModelHandle:
-    """Load a model file; every failure becomes one ``InputError``/``ModelError`` line."""
+def check_model_path(path: str | Path) -> ModelKind:
+    """Cheap checks before anything heavy is imported: the file exists and its format is supported."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"model not found: {path}", "check the path")
-    kind = detect_kind(path)
+    return detect_kind(path)
+
+
+def load_model(path: str | Path) -> ModelHandle:
+    """Load a model file; every failure becomes one ``InputError``/``ModelError`` line."""
+    path = Path(path)
+    kind = check_model_path(path)
     loader = {"keras": _load_keras, "savedmodel": _load_savedmodel, "onnx": _load_onnx}[kind]
     handle = loader(path)
     files = files_of(path)

@@ -1,27 +1,34 @@
 """``edgeprep run``: a model, a target profile and data -> a run directory with artifacts and report.json.
 
-Data flows one way: load -> convert (every format x precision the target asks for) -> verify -> report.
+Data flows one way, one step function per stage:
+
+    load_inputs -> convert_all -> verify_all -> write (report.json, summary.md, target.toml)
+
+Each step reads and extends a ``RunContext``; a step that measures something adds its section to
+``ctx.sections`` (it becomes a top-level key of report.json) and its wall time to ``ctx.stages``.
 The run directory is assembled under a temporary name beside ``--out`` and renamed into place only when every
 step succeeded, so a failed run never leaves a half-written directory behind (an earlier run there is kept).
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from edgeprep._util import atomic_path, replace
-from edgeprep.backends import get_backend
+from edgeprep.backends import Artifact, get_backend
 from edgeprep.data import DataSpec, check_fits, describe, load_data
 from edgeprep.errors import DataError
-from edgeprep.models import ModelHandle, load_model
+from edgeprep.models import ModelHandle, check_model_path, load_model
 from edgeprep.progress import Reporter
-from edgeprep.report import artifact_entry, build_report, write_report
+from edgeprep.report import artifact_entry, build_report, target_entry, write_report
 from edgeprep.stages.convert import convert
-from edgeprep.stages.verify import reference, unverified, verify
+from edgeprep.stages.verify import Reference, reference, unverified, verify
 from edgeprep.targets import TargetProfile
 
 
@@ -33,6 +40,32 @@ class RunResult:
     @property
     def passed(self) -> bool:
         return self.report["summary"]["status"] == "passed"
+
+
+@dataclass
+class RunContext:
+    """What the steps of one run share. ``staging`` becomes the run directory when the run completes."""
+
+    target: TargetProfile
+    model: ModelHandle
+    data: DataSpec | None
+    staging: Path
+    reporter: Reporter
+    stages: list[dict] = field(default_factory=list)
+    sections: dict = field(default_factory=dict)     # extra top-level report sections, by name
+
+    @property
+    def workdir(self) -> Path:
+        """Scratch space removed before the run directory is published (SavedModel exports and the like)."""
+        path = self.staging / ".work"
+        path.mkdir(exist_ok=True)
+        return path
+
+    @contextlib.contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.stages.append({"name": stage, "seconds": round(time.perf_counter() - start, 3)})
 
 
 def default_out_dir(model_path: str | Path, target: TargetProfile) -> Path:
@@ -57,11 +90,63 @@ def load_inputs(model_path: str | Path, data_path: str | Path | None, target: Ta
     return model, data
 
 
+def convert_all(ctx: RunContext, model: ModelHandle) -> list[Artifact]:
+    """Every (format, precision) the target asks for, converted from ``model`` into the run directory."""
+    artifacts = []
+    with ctx.timed("convert"):
+        for fmt, precision in ctx.target.plan():
+            name = get_backend(fmt).artifact_name(model.name, precision)
+            with ctx.reporter.step(f"Converting to {fmt} {precision}"):
+                artifacts.append(convert(model, fmt, precision, ctx.target.options_for(fmt), ctx.staging / name,
+                                         calibration=ctx.data.calibration if ctx.data else None,
+                                         calibration_samples=ctx.target.quantize.calibration_samples,
+                                         workdir=ctx.workdir))
+    return artifacts
+
+
+def verify_all(ctx: RunContext, model: ModelHandle, artifacts: list[Artifact]) -> tuple[Reference | None, list]:
+    """Verify each artifact against ``model``'s float outputs; returns the reference and the report entries."""
+    ref, entries = None, []
+    with ctx.timed("verify"):
+        if ctx.data is not None:
+            evaluation = ctx.data.evaluation
+            n_eval = min(evaluation.count, ctx.target.verify.samples or evaluation.count)
+            with ctx.reporter.step("Float reference outputs", total=n_eval) as advance:
+                ref = reference(model, evaluation, n_eval, advance)
+        for art in artifacts:
+            thresholds = ctx.target.gates.for_precision(art.precision)
+            if ref is None:
+                result = unverified(art, "no evaluation data was given (pass --data)", thresholds)
+            elif art.runtime is None:
+                ctx.reporter.warn(f"{art.label}: {art.unavailable_reason}")
+                result = verify(art, ref, evaluation, thresholds)
+            else:
+                with ctx.reporter.step(f"Verifying {art.label} on {ref.samples} samples", total=ref.samples) as adv:
+                    result = verify(art, ref, evaluation, thresholds, ctx.target.threads, adv)
+            entries.append(artifact_entry(art, result, ctx.staging))
+    return ref, entries
+
+
+def write(ctx: RunContext, entries: list[dict], ref: Reference | None) -> dict:
+    data = ctx.data
+    report = build_report(
+        command="run", model=ctx.model.describe(), artifacts=entries, target=target_entry(ctx.target),
+        data=None if data is None else {"calibration": describe(data.calibration),
+                                         "evaluation": describe(data.evaluation), "manifest": data.manifest},
+        reference=ref.describe() if ref else None, stages=ctx.stages, extra=ctx.sections)
+    shutil.rmtree(ctx.staging / ".work", ignore_errors=True)
+    with atomic_path(ctx.staging / "target.toml") as tmp:
+        tmp.write_text(f"# resolved profile used for this run (from {ctx.target.source})\n" + ctx.target.to_toml())
+    write_report(report, ctx.staging)
+    return report
+
+
 def run(model_path: str | Path, target: TargetProfile, data_path: str | Path | None,
         out_dir: str | Path | None = None, *, calibration_path: str | Path | None = None,
         cli_preprocess: dict | None = None, reporter: Reporter | None = None) -> RunResult:
     """Run the target's stages. Without data, int8 is refused up front and nothing can be verified."""
     reporter = reporter or Reporter(quiet=True)
+    check_model_path(model_path)
     if data_path is None:
         needs = [f"{f} {p}" for f, p in target.plan() if p == "int8" and f != "coreml"]
         if needs:
@@ -72,50 +157,11 @@ def run(model_path: str | Path, target: TargetProfile, data_path: str | Path | N
     out_dir = Path(out_dir or default_out_dir(model_path, target)).resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    stages: list[dict] = []
     try:
-        workdir = staging / ".work"
-        workdir.mkdir()
-        artifacts = []
-        start = time.perf_counter()
-        for fmt, precision in target.plan():
-            name = get_backend(fmt).artifact_name(model.name, precision)
-            with reporter.step(f"Converting to {fmt} {precision}"):
-                artifacts.append(convert(model, fmt, precision, target.options_for(fmt), staging / name,
-                                         calibration=data.calibration if data else None,
-                                         calibration_samples=target.quantize.calibration_samples,
-                                         workdir=workdir))
-        stages.append({"name": "convert", "seconds": round(time.perf_counter() - start, 3)})
-
-        start = time.perf_counter()
-        ref, entries = None, []
-        if data is not None:
-            n_eval = min(data.evaluation.count, target.verify.samples or data.evaluation.count)
-            with reporter.step("Float reference outputs", total=n_eval) as advance:
-                ref = reference(model, data.evaluation, n_eval, advance)
-        for art in artifacts:
-            thresholds = target.gates.for_precision(art.precision)
-            if ref is None:
-                result = unverified(art, "no evaluation data was given (pass --data)", thresholds)
-            elif art.runtime is None:
-                reporter.warn(f"{art.label}: {art.unavailable_reason}")
-                result = verify(art, ref, data.evaluation, thresholds)
-            else:
-                with reporter.step(f"Verifying {art.label} on {n_eval} samples", total=n_eval) as advance:
-                    result = verify(art, ref, data.evaluation, thresholds, target.threads, advance)
-            entries.append(artifact_entry(art, result, staging))
-        stages.append({"name": "verify", "seconds": round(time.perf_counter() - start, 3)})
-
-        report = build_report(
-            command="run", model=model.describe(), artifacts=entries,
-            target={"name": target.name, "source": target.source, "profile": target.to_dict()},
-            data=None if data is None else {"calibration": describe(data.calibration),
-                                             "evaluation": describe(data.evaluation), "manifest": data.manifest},
-            reference=ref.describe() if ref else None, stages=stages)
-        shutil.rmtree(workdir)
-        with atomic_path(staging / "target.toml") as tmp:
-            tmp.write_text(f"# resolved profile used for this run (from {target.source})\n" + target.to_toml())
-        write_report(report, staging)
+        ctx = RunContext(target, model, data, staging, reporter)
+        artifacts = convert_all(ctx, model)
+        ref, entries = verify_all(ctx, model, artifacts)
+        report = write(ctx, entries, ref)
         replace(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

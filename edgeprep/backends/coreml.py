@@ -25,7 +25,6 @@ def _source(model: ModelHandle, input_name: str):
         return str(model.path)
     import keras
     import tensorflow as tf
-
     from keras.src.models.functional import Functional
 
     if isinstance(model.obj, Functional) and not isinstance(model.obj, keras.Sequential):

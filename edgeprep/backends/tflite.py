@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from edgeprep.backends import register
 from edgeprep.backends.base import Backend, ConvertRequest, ConvertResult
 from edgeprep.config.formats import TFLiteOptions

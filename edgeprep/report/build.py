@@ -32,6 +32,11 @@ def artifact_entry(artifact: Artifact, verification: dict, root: Path) -> dict:
             "notes": list(artifact.notes)}
 
 
+def target_entry(target) -> dict | None:
+    """The ``target`` object of a report: name, where it was loaded from, and the resolved profile."""
+    return None if target is None else {"name": target.name, "source": target.source, "profile": target.to_dict()}
+
+
 def summarize(entries: list[dict]) -> dict:
     statuses = [e["verification"]["status"] for e in entries]
     failed = statuses.count("failed")

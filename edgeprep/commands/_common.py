@@ -1,0 +1,95 @@
+"""Pieces shared by the commands: preprocessing options, the progress reporter, the result table, exit codes."""
+
+from __future__ import annotations
+
+import click
+
+EXIT_OK, EXIT_FAILED_CHECK, EXIT_ERROR, EXIT_BUG = 0, 1, 2, 3
+
+
+def make_reporter(ctx: click.Context):
+    from edgeprep.progress import Reporter
+
+    return Reporter(quiet=(ctx.obj or {}).get("quiet", False))
+
+
+def _floats(value: str | None, name: str, count: int | None = None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        parts = tuple(float(v) for v in value.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {value!r}", param_hint=name) from None
+    if count is not None and len(parts) != count:
+        raise click.BadParameter(f"expected {count} comma-separated values, got {value!r}", param_hint=name)
+    return parts
+
+
+def preprocess_options(f):
+    """Options that set preprocessing on the command line (they win over the target and data manifest)."""
+    opts = [
+        click.option("--resize", metavar="H,W", help="Resize samples to H x W (bilinear)."),
+        click.option("--channels", type=click.Choice(["1", "3"]), help="Convert samples to 1 (grey) or 3 (RGB) "
+                     "channels."),
+        click.option("--scale", type=float, help="Multiply pixel values by this (e.g. 0.00392156862745098 for "
+                     "1/255)."),
+        click.option("--offset", type=float, help="Then add this."),
+        click.option("--mean", metavar="M[,M,M]", help="Then subtract this per-channel mean ..."),
+        click.option("--std", metavar="S[,S,S]", help="... and divide by this per-channel std."),
+        click.option("--layout", type=click.Choice(["NHWC", "NCHW"]), help="Layout the model expects (data is "
+                     "read as NHWC)."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def collect_preprocess(kw: dict) -> dict:
+    """Pop the preprocessing options from a command's kwargs into a ``[preprocess]``-shaped dict."""
+    out: dict = {}
+    resize = kw.pop("resize", None)
+    if resize is not None:
+        out["resize"] = [int(v) for v in _floats(resize, "--resize", 2)]
+    channels = kw.pop("channels", None)
+    if channels is not None:
+        out["channels"] = int(channels)
+    for key in ("scale", "offset"):
+        v = kw.pop(key, None)
+        if v is not None:
+            out[key] = v
+    for key in ("mean", "std"):
+        v = _floats(kw.pop(key, None), f"--{key}")
+        if v is not None:
+            out[key] = list(v)
+    layout = kw.pop("layout", None)
+    if layout is not None:
+        out["layout"] = layout
+    return out
+
+
+def print_table(report: dict) -> None:
+    from rich.table import Table
+
+    from edgeprep.progress import result_console
+    from edgeprep.report.markdown import COLUMNS, rows
+
+    console = result_console()
+    ref = report.get("reference") or {}
+    title = f"{report['model']['path']}"
+    if ref.get("accuracy") is not None:
+        title += f" — float top-1 {ref['accuracy']:.4f} on {ref['samples']} samples"
+    table = Table(title=title, title_justify="left")
+    for i, col in enumerate(COLUMNS):
+        table.add_column(col, justify="left" if i in (0, len(COLUMNS) - 1) else "right")
+    for r in rows(report):
+        style = "red" if r[-1].startswith("failed") else ("yellow" if r[-1] == "unverified" else None)
+        table.add_row(*r, style=style)
+    console.print(table)
+    for a in report["artifacts"]:
+        reason = a["verification"].get("reason")
+        if reason:
+            console.print(f"[yellow]{a['format']} {a['precision']}:[/yellow] {reason}")
+
+
+__all__ = ["EXIT_OK", "EXIT_FAILED_CHECK", "EXIT_ERROR", "EXIT_BUG", "collect_preprocess",
+           "preprocess_options", "print_table", "make_reporter"]

@@ -1,0 +1,71 @@
+"""``edgeprep verify``: do existing artifacts compute what the float model computes?"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgeprep.commands._common import (
+    EXIT_FAILED_CHECK,
+    EXIT_OK,
+    collect_preprocess,
+    make_reporter,
+    preprocess_options,
+    print_table,
+)
+
+
+@click.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-d", "--data", type=click.Path(path_type=Path), required=True, metavar="PATH",
+              help="Evaluation data (manifest, .npz, .npy or image folder).")
+@click.option("-t", "--target", "target_name", metavar="NAME_OR_PATH",
+              help="Take runtime options, threads, preprocessing and [gates] thresholds from this profile.")
+@click.option("-o", "--out", type=click.Path(path_type=Path), metavar="DIR",
+              help="Also write report.json and summary.md into DIR.")
+@click.option("--samples", type=click.IntRange(min=1), help="Evaluate on the first N samples only.")
+@preprocess_options
+@click.pass_context
+def verify(ctx: click.Context, model: Path, artifacts: tuple[Path, ...], data: Path, target_name: str | None,
+           out: Path | None, samples: int | None, **kw) -> int:
+    """Check that ARTIFACTS compute what the float MODEL computes.
+
+    Runs each artifact (.tflite, OpenVINO .xml, Core ML .mlpackage) on the evaluation data with the runtime of
+    its format and reports top-1 accuracy, top-1 agreement with MODEL and SQNR in dB. Exit code 1 when an artifact
+    fails a threshold of the target's [gates].
+    """
+    from edgeprep.config.gates import Gates
+    from edgeprep.data import describe
+    from edgeprep.pipeline import load_inputs
+    from edgeprep.report import artifact_entry, build_report, target_entry, write_report
+    from edgeprep.stages.convert import open_artifact
+    from edgeprep.stages.verify import reference
+    from edgeprep.stages.verify import verify as verify_stage
+    from edgeprep.targets import load_target
+
+    target = load_target(target_name) if target_name else None
+    reporter = make_reporter(ctx)
+    handle, spec = load_inputs(model, data, target, cli_preprocess=collect_preprocess(kw), reporter=reporter)
+    arts = [open_artifact(a, target.options_for if target else None) for a in artifacts]
+    n = min(spec.evaluation.count, samples or (target.verify.samples if target and target.verify.samples
+                                                else spec.evaluation.count))
+    with reporter.step("Float reference outputs", total=n) as advance:
+        ref = reference(handle, spec.evaluation, n, advance)
+    gates = target.gates if target else Gates()
+    threads = target.threads if target else None
+    root = (out or Path.cwd()).resolve()
+    entries = []
+    for art in arts:
+        with reporter.step(f"Verifying {art.path.name}", total=n) as advance:
+            result = verify_stage(art, ref, spec.evaluation, gates.for_precision(art.precision), threads, advance)
+        entries.append(artifact_entry(art, result, root))
+    report = build_report(command="verify", model=handle.describe(), artifacts=entries,
+                          target=target_entry(target),
+                          data={"calibration": describe(spec.calibration), "evaluation": describe(spec.evaluation),
+                                "manifest": spec.manifest}, reference=ref.describe())
+    print_table(report)
+    if out:
+        click.echo(f"report: {write_report(report, out)}")
+    return EXIT_OK if report["summary"]["status"] == "passed" else EXIT_FAILED_CHECK
