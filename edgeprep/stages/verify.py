@@ -91,9 +91,13 @@ def check(values: dict, thresholds: Thresholds, size_bytes: int) -> list[dict]:
 
 
 def unverified(artifact: Artifact, reason: str, thresholds: Thresholds) -> dict:
-    """The verification object of an artifact whose numerics could not be checked, with the reason."""
-    return {"status": "unverified", "reason": reason, "metrics": None,
-            "checks": check({}, thresholds, artifact.size_bytes)}
+    """The verification object of an artifact whose numerics could not be checked, with the reason.
+
+    Checks that need no execution (size) still apply: failing one fails the artifact.
+    """
+    checks = check({}, thresholds, artifact.size_bytes)
+    status = "failed" if any(not c["passed"] for c in checks) else "unverified"
+    return {"status": status, "reason": reason, "metrics": None, "checks": checks}
 
 
 def verify(artifact: Artifact, ref: Reference, data: Dataset, thresholds: Thresholds, threads: int | None = None,

@@ -1,0 +1,148 @@
+"""Data loading and preprocessing on the committed Fashion-MNIST subsets and on real image files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import DATA_DIR, MANIFEST
+from PIL import Image
+
+from edgeprep.data import Preprocess, check_fits, load_data, load_dataset, resize_bilinear
+from edgeprep.errors import ConfigError, DataError, InputError
+
+
+def test_manifest_gives_calibration_and_evaluation_with_labels():
+    spec = load_data(MANIFEST)
+    assert (spec.calibration.count, spec.evaluation.count) == (1000, 2000)
+    assert not spec.shared and spec.evaluation.has_labels
+    x, y = spec.evaluation.arrays(limit=300)
+    assert x.dtype == np.float32 and x.shape == (300, 28, 28, 1)
+    assert 0.0 <= x.min() and x.max() <= 1.0 and x.max() > 0.9  # scale 1/255 from the manifest
+    assert set(np.unique(y)) <= set(range(10))
+    assert spec.evaluation.classes[0] == "T-shirt/top"
+
+
+def test_committed_subsets_are_class_balanced(eval_npz, calib_npz):
+    assert np.bincount(eval_npz["y"]).tolist() == [200] * 10
+    assert np.bincount(calib_npz["y"]).tolist() == [100] * 10
+    assert eval_npz["x"].shape == (2000, 28, 28, 1) and eval_npz["x"].dtype == np.uint8
+
+
+def test_batches_stream_in_order(eval_npz):
+    ds = load_dataset(DATA_DIR / "fashion_mnist_eval.npz")
+    got = np.concatenate([x for x, _ in ds.batches(64, limit=200)])
+    np.testing.assert_array_equal(got, eval_npz["x"][:200].astype(np.float32))
+
+
+def test_npy_is_memory_mapped_and_unlabelled(tmp_path, eval_npz):
+    np.save(tmp_path / "x.npy", eval_npz["x"][:50])
+    ds = load_dataset(tmp_path / "x.npy", Preprocess(scale=1 / 255))
+    assert ds.count == 50 and not ds.has_labels
+    x, y = ds.arrays()
+    assert y is None and np.allclose(x, eval_npz["x"][:50] / 255.0)
+
+
+def _write_pngs(folder, images, labels=None):
+    for i, img in enumerate(images):
+        d = folder / f"class_{labels[i]}" if labels is not None else folder
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img[..., 0]).save(d / f"{i:04d}.png")
+
+
+def test_image_folder_with_class_subfolders(tmp_path, eval_npz):
+    imgs, labels = eval_npz["x"][:40], eval_npz["y"][:40]
+    _write_pngs(tmp_path, imgs, labels)
+    ds = load_dataset(tmp_path)
+    assert ds.count == 40 and ds.has_labels
+    assert ds.classes == tuple(sorted(f"class_{c}" for c in set(labels.tolist())))
+    x, y = ds.arrays()
+    # every image must come back with the label of the folder it sits in
+    for xi, yi in zip(x, y):
+        idx = next(i for i in range(40) if np.array_equal(imgs[i].astype(np.float32), xi))
+        assert ds.classes[yi] == f"class_{labels[idx]}"
+
+
+def test_flat_image_folder_is_unlabelled_and_resizes_to_rgb(tmp_path, eval_npz):
+    _write_pngs(tmp_path, eval_npz["x"][:5])
+    Image.fromarray(np.full((40, 30), 200, np.uint8)).save(tmp_path / "zz_other_size.png")
+    with pytest.raises(DataError, match="different sizes"):
+        load_dataset(tmp_path).arrays()
+    ds = load_dataset(tmp_path, Preprocess(resize=(32, 32), channels=3, scale=1 / 255))
+    x, y = ds.arrays()
+    assert y is None and x.shape == (6, 32, 32, 3)
+    assert np.allclose(x[..., 0], x[..., 2])  # grey -> RGB repeats the channel
+
+
+def test_resize_matches_tensorflow():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 28, 28, 3)).astype(np.float32)
+    for size in [(32, 32), (14, 20), (56, 28)]:
+        want = tf.image.resize(x, size, method="bilinear", antialias=False).numpy()
+        np.testing.assert_allclose(resize_bilinear(x, size), want, atol=1e-5)
+
+
+def test_mean_std_and_nchw_layout():
+    x = np.arange(2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3)
+    p = Preprocess(scale=0.5, offset=1.0, mean=(1.0, 2.0, 3.0), std=(2.0, 2.0, 4.0), layout="NCHW")
+    got = p.apply(x)
+    want = ((x * 0.5 + 1.0) - np.array([1, 2, 3])) / np.array([2, 2, 4])
+    np.testing.assert_allclose(got, want.transpose(0, 3, 1, 2), rtol=1e-6)
+
+
+def test_preprocess_precedence_target_then_manifest_then_cli():
+    spec = load_data(MANIFEST, preprocess_layers=({"scale": 2.0, "offset": 5.0},), cli_preprocess={"offset": 1.0})
+    assert spec.evaluation.preprocess.scale == pytest.approx(1 / 255)   # manifest beats target
+    assert spec.evaluation.preprocess.offset == 1.0                     # CLI beats both
+
+
+def test_non_finite_values_are_refused_with_a_count(tmp_path):
+    x = np.zeros((10, 8, 8, 1), np.float32)
+    x[3, 0, 0, 0] = np.nan
+    x[7, 1, 1, 0] = np.inf
+    np.savez(tmp_path / "bad.npz", x=x)
+    ds = load_dataset(tmp_path / "bad.npz")
+    assert ds.count_non_finite() == 2
+    with pytest.raises(DataError, match="2 NaN/Inf values"):
+        ds.arrays()
+
+
+@pytest.mark.parametrize("make, error, fragment", [
+    (lambda p: np.savez(p / "d.npz", images=np.zeros((2, 8, 8, 1))), DataError, "no array named 'x'"),
+    (lambda p: np.savez(p / "d.npz", x=np.zeros((0, 8, 8, 1))), DataError, "empty"),
+    (lambda p: np.savez(p / "d.npz", x=np.zeros((3, 8, 8, 1)), y=[1, 2]), DataError, "3 images but 2 labels"),
+    (lambda p: np.savez(p / "d.npz", x=np.zeros((3, 3, 8, 8))), DataError, "looks like NCHW"),
+    (lambda p: (p / "d.npz").write_bytes(b"PK\x03\x04 truncated"), DataError, "cannot read the .npz"),
+    (lambda p: (p / "d.csv").write_text("1,2"), InputError, "unsupported data format '.csv'"),
+])
+def test_bad_data_gives_one_clear_error(tmp_path, make, error, fragment):
+    make(tmp_path)
+    path = next(tmp_path.iterdir())
+    with pytest.raises(error) as err:
+        load_dataset(path)
+    assert fragment in str(err.value)
+
+
+def test_empty_image_folder_and_missing_path(tmp_path):
+    with pytest.raises(DataError, match="no images found"):
+        load_dataset(tmp_path)
+    with pytest.raises(InputError, match="data not found"):
+        load_dataset(tmp_path / "nope.npz")
+
+
+def test_shape_mismatch_suggests_the_fix():
+    ds = load_dataset(DATA_DIR / "fashion_mnist_eval.npz")
+    with pytest.raises(DataError) as err:
+        check_fits(ds, (32, 32, 3))
+    assert "28x28x1" in str(err.value) and "--resize 32,32" in err.value.hint and "--channels 3" in err.value.hint
+    with pytest.raises(DataError) as err:
+        check_fits(ds, (1, 28, 28))
+    assert "--layout NCHW" in err.value.hint
+    check_fits(ds.with_preprocess(Preprocess(layout="NCHW")), (1, 28, 28))
+
+
+def test_bad_manifest(tmp_path):
+    (tmp_path / "m.toml").write_text('calibration = "c.npz"\nevalutaion = "e.npz"\n')
+    with pytest.raises(ConfigError, match="unknown key 'evalutaion'"):
+        load_data(tmp_path / "m.toml")

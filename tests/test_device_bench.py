@@ -1,0 +1,87 @@
+"""device_bench on its own: importable without TensorFlow, metrics by hand, int8 I/O arithmetic."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from device_bench import metrics
+from device_bench.registry import LazyRegistry
+from device_bench.runners import get_runner, names
+from device_bench.runners.base import RunnerUnavailable, TensorSpec, dequantize, quantize
+
+
+def test_device_bench_never_imports_tensorflow_or_edgeprep():
+    code = ("import sys, device_bench, device_bench.metrics, device_bench.__main__\n"
+            "from device_bench.runners import open_model, get_runner\n"
+            "for n in ('litert', 'openvino', 'onnxruntime'): get_runner(n)\n"
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'edgeprep', 'coremltools')]\n"
+            "print(bad)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_metrics_by_hand():
+    ref = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]], np.float32)
+    out = np.array([[0.2, 0.8], [0.4, 0.6], [0.3, 0.7], [0.6, 0.4]], np.float32)
+    labels = np.array([1, 0, 0, 0])
+    assert metrics.accuracy(out, labels) == 0.5        # predicts 1, 1, 1, 0
+    assert metrics.agreement(out, ref) == 0.75         # differs on sample 1
+    noise = 0.1 ** 2 * 2 + 0.4 ** 2 * 2
+    signal = float(np.sum(ref.astype(np.float64) ** 2))
+    assert metrics.sqnr_db(ref, out) == pytest.approx(10 * np.log10(signal / noise), rel=1e-6)
+    assert metrics.sqnr_db(ref, ref) == metrics.SQNR_EXACT_DB
+    assert metrics.max_abs_error(ref, out) == pytest.approx(0.4, rel=1e-6)
+
+
+def test_quantize_rounds_half_away_from_zero_and_clamps():
+    spec = TensorSpec("t", (1, 4), "int8", scale=0.5, zero_point=-10)
+    q = quantize(np.array([0.25, -0.25, 100.0, -100.0], np.float32), spec)
+    assert q.tolist() == [-9, -11, 127, -128]   # 0.5 -> 1, -0.5 -> -1, then clamped
+    assert dequantize(np.array([-10, 0], np.int8), spec).tolist() == [0.0, 5.0]
+
+
+def test_registry_is_explicit_and_rejects_duplicates():
+    reg = LazyRegistry("thing", {"a": "json"}, RunnerUnavailable)
+
+    @reg.register("a")
+    class A:
+        pass
+
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.register("a")(type("B", (), {}))
+    with pytest.raises(ValueError, match="not listed"):
+        reg.register("zzz")(A)
+    assert reg.get("a") is A and json  # the lazily named module is importable
+    with pytest.raises(RunnerUnavailable, match="unknown thing 'b'"):
+        reg.get("b")
+
+
+def test_known_runtimes():
+    assert names() == ["litert", "onnxruntime", "openvino"]
+    with pytest.raises(RunnerUnavailable, match="unknown runtime"):
+        get_runner("tensorrt")
+
+
+def test_command_line_runs_an_artifact(tmp_path, trained_small, eval_npz):
+    from edgeprep.config.formats import TFLiteOptions
+    from edgeprep.models import load_model
+    from edgeprep.stages.convert import convert
+
+    model = load_model(trained_small)
+    art = convert(model, "tflite", "fp32", TFLiteOptions(), tmp_path / "m.tflite")
+    x = eval_npz["x"][:64].astype(np.float32) / 255.0
+    np.savez(tmp_path / "d.npz", x=x, y=eval_npz["y"][:64], ref=model.predict(x))
+    out = subprocess.run([sys.executable, "-m", "device_bench", str(art.path), "--runtime", "litert",
+                          "--data", str(tmp_path / "d.npz")], cwd=ROOT, capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout)
+    assert result["runtime"]["runtime"] == "litert"
+    assert result["metrics"]["agreement"] == 1.0 and result["metrics"]["sqnr_db"] > 60
+    bad = subprocess.run([sys.executable, "-m", "device_bench", str(tmp_path / "d.npz"), "--runtime", "litert"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("device_bench: error: LiteRT cannot load")

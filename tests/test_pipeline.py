@@ -1,0 +1,100 @@
+"""Acceptance: `edgeprep run` on the committed example model for each shipped target, against real toolchains."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+from conftest import EXAMPLE_MODEL, MANIFEST, run_cli
+
+from edgeprep._util import files_of, sha256_of
+from edgeprep.pipeline import run
+from edgeprep.report import load_report, validate
+from edgeprep.targets import load_target
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return {name: run(EXAMPLE_MODEL, load_target(name), MANIFEST, root / name)
+            for name in ("litert-cpu", "openvino-cpu", "apple-coreml")}
+
+
+def by_precision(report, fmt):
+    return {a["precision"]: a for a in report["artifacts"] if a["format"] == fmt}
+
+
+def test_all_three_formats_are_produced_and_described(runs):
+    for name, result in runs.items():
+        report = result.report
+        validate(report)
+        assert load_report(result.out_dir)["artifacts"] == report["artifacts"]
+        assert (result.out_dir / "summary.md").read_text().startswith("# edgeprep report")
+        assert load_target(result.out_dir / "target.toml") == load_target(name)
+        for a in report["artifacts"]:
+            path = result.out_dir / a["path"]
+            files = [f for p in [path] + ([path.with_suffix(".bin")] if a["format"] == "openvino" else [])
+                     for f in files_of(p)]
+            assert sha256_of(files, root=result.out_dir) == a["sha256"]
+            assert sum(f.stat().st_size for f in files) == a["size_bytes"]
+        assert not [p for p in result.out_dir.iterdir() if p.name.startswith(".")]
+    formats = {a["format"] for r in runs.values() for a in r.report["artifacts"]}
+    assert formats == {"tflite", "openvino", "coreml"}
+
+
+def test_report_records_model_data_and_toolchain(runs):
+    report = runs["litert-cpu"].report
+    assert report["model"]["sha256"] == hashlib.sha256(EXAMPLE_MODEL.read_bytes()).hexdigest()
+    assert report["data"]["evaluation"]["samples"] == 2000 and report["data"]["calibration"]["samples"] == 1000
+    tc = report["toolchain"]
+    for key in ("python", "tensorflow", "keras", "litert", "coremltools", "openvino", "nncf", "numpy", "os"):
+        assert tc[key], key
+    assert tc["cpu"]["model"] and tc["cpu"]["arch"]
+
+
+def test_litert_int8_meets_the_size_and_accuracy_goals(runs):
+    report = runs["litert-cpu"].report
+    arts = by_precision(report, "tflite")
+    ratio = arts["int8"]["size_bytes"] / arts["fp32"]["size_bytes"]
+    assert ratio <= 0.27, f"int8 is {ratio:.3f}x fp32"
+    float_acc = report["reference"]["accuracy"]
+    assert float_acc > 0.90
+    assert float_acc - arts["int8"]["metrics"]["accuracy"] <= 0.010
+    assert arts["fp32"]["metrics"]["agreement"] == 1.0 and arts["fp32"]["metrics"]["sqnr_db"] > 90
+    assert arts["int8"]["metrics"]["agreement"] >= 0.97
+    assert report["summary"]["status"] == "passed" and report["summary"]["verified"] == 3
+
+
+def test_openvino_verifies_in_f32_and_int8_stays_close(runs):
+    report = runs["openvino-cpu"].report
+    arts = by_precision(report, "openvino")
+    for a in arts.values():
+        assert a["verification"]["executed_by"]["execution_precision"] == "float32"
+    assert report["reference"]["accuracy"] - arts["int8"]["metrics"]["accuracy"] <= 0.010
+    assert arts["fp16"]["metrics"]["sqnr_db"] > 50
+    assert report["summary"]["status"] == "passed"
+
+
+def test_coreml_is_checked_but_marked_unverified_on_linux(runs):
+    report = runs["apple-coreml"].report
+    for a in report["artifacts"]:
+        assert a["verification"]["status"] == "unverified"
+        assert "macOS-only" in a["verification"]["reason"]
+        assert a["metrics"] is None
+        assert a["inspection"]["inputs"][0]["shape"] == [1, 28, 28, 1]
+        assert a["inspection"]["op_counts"].get("conv", 0) >= 8
+    arts = by_precision(report, "coreml")
+    assert arts["int8"]["size_bytes"] < 0.6 * arts["fp16"]["size_bytes"]
+    assert report["summary"]["unverified"] == 2
+
+
+def test_the_cli_run_prints_the_table_and_writes_the_report(tmp_path):
+    proc = run_cli("run", str(EXAMPLE_MODEL), "--target", "litert-cpu", "--data", str(MANIFEST),
+                   "--out", str(tmp_path / "r"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "tflite int8" in proc.stdout and "verified" in proc.stdout
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["schema_version"] == 1 and report["command"] == "run"
