@@ -16,7 +16,8 @@ JOBS   ?= 2
 help:
 	@echo "make demo   - create .venv, install, run the pipeline on the example model for: $(DEMO_TARGETS)"
 	@echo "make test   - run the test suite against the real toolchains"
-	@echo "make bench  - benchmarks: print figures and ratios (not timed tests)"
+	@echo "make bench  - benchmarks: print figures and ratios (not timed tests); ONLY=\"name ...\" for some"
+	@echo "make lint   - ruff (pyflakes, pycodestyle, import order)"
 	@echo "make data   - rebuild calibration_data/ from Debian's dataset-fashion-mnist"
 	@echo "make model  - retrain examples/fashion_mnist_cnn.keras (about 15 minutes on 2 cores)"
 
@@ -40,7 +41,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n $(JOBS) tests
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python tests/benchmarks/run.py $(ONLY)
+
+lint: $(STAMP)
+	$(BIN)/ruff check --select F,E,W,I --line-length 120 edgeprep device_bench tests examples calibration_data
 
 data: $(STAMP)
 	$(BIN)/python calibration_data/build_fashion_mnist.py
