@@ -2,7 +2,7 @@
 
 Data flows one way, one step function per stage:
 
-    load_inputs -> convert_all -> verify_all -> write (report.json, summary.md, target.toml)
+    load_inputs -> calibrate_and_fold -> convert_all -> verify_all -> write (report.json, summary.md, target.toml)
 
 Each step reads and extends a ``RunContext``; a step that measures something adds its section to
 ``ctx.sections`` (it becomes a top-level key of report.json) and its wall time to ``ctx.stages``.
@@ -53,6 +53,7 @@ class RunContext:
     reporter: Reporter
     stages: list[dict] = field(default_factory=list)
     sections: dict = field(default_factory=dict)     # extra top-level report sections, by name
+    artifact_checks: list = field(default_factory=list)  # extra checks on every artifact (stages.verify.ArtifactCheck)
 
     @property
     def workdir(self) -> Path:
@@ -90,6 +91,20 @@ def load_inputs(model_path: str | Path, data_path: str | Path | None, target: Ta
     return model, data
 
 
+def calibrate_and_fold(ctx: RunContext, model: ModelHandle) -> tuple[ModelHandle, ModelHandle]:
+    """BatchNorm before conversion: re-estimate statistics (when the target's [calibrate] says so), then fold.
+
+    Returns the float reference for verification (recalibrated, unfolded, fp32) and the model to convert (folded).
+    Adds the ``calibration`` and ``fold`` report sections and the export-integrity check of every artifact.
+    """
+    from edgeprep.stages.bn_pipeline import prepare
+    from edgeprep.stages.integrity import ExportIntegrity
+
+    reference_model, to_convert, stale_outputs = prepare(ctx, model)
+    ctx.artifact_checks.append(ExportIntegrity(stale_outputs))
+    return reference_model, to_convert
+
+
 def convert_all(ctx: RunContext, model: ModelHandle) -> list[Artifact]:
     """Every (format, precision) the target asks for, converted from ``model`` into the run directory."""
     artifacts = []
@@ -116,13 +131,14 @@ def verify_all(ctx: RunContext, model: ModelHandle, artifacts: list[Artifact]) -
         for art in artifacts:
             thresholds = ctx.target.gates.for_precision(art.precision)
             if ref is None:
-                result = unverified(art, "no evaluation data was given (pass --data)", thresholds)
+                result = unverified(art, "no evaluation data was given (pass --data)", thresholds,
+                                    ctx.artifact_checks)
             elif art.runtime is None:
                 ctx.reporter.warn(f"{art.label}: {art.unavailable_reason}")
-                result = verify(art, ref, evaluation, thresholds)
+                result = verify(art, ref, evaluation, thresholds, extra_checks=ctx.artifact_checks)
             else:
                 with ctx.reporter.step(f"Verifying {art.label} on {ref.samples} samples", total=ref.samples) as adv:
-                    result = verify(art, ref, evaluation, thresholds, ctx.target.threads, adv)
+                    result = verify(art, ref, evaluation, thresholds, ctx.target.threads, adv, ctx.artifact_checks)
             entries.append(artifact_entry(art, result, ctx.staging))
     return ref, entries
 
@@ -159,8 +175,9 @@ def run(model_path: str | Path, target: TargetProfile, data_path: str | Path | N
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         ctx = RunContext(target, model, data, staging, reporter)
-        artifacts = convert_all(ctx, model)
-        ref, entries = verify_all(ctx, model, artifacts)
+        reference_model, to_convert = calibrate_and_fold(ctx, model)
+        artifacts = convert_all(ctx, to_convert)
+        ref, entries = verify_all(ctx, reference_model, artifacts)
         report = write(ctx, entries, ref)
         replace(staging, out_dir)
     finally:

@@ -17,6 +17,7 @@ from typing import Literal
 from edgeprep.backends import FORMATS
 from edgeprep.backends.base import PRECISIONS
 from edgeprep.config import dump_toml, from_mapping, to_mapping
+from edgeprep.config.calibrate import CalibrateConfig
 from edgeprep.config.formats import CoreMLOptions, OpenVINOOptions, TFLiteOptions
 from edgeprep.config.gates import Gates
 from edgeprep.config.quantize import QuantizeConfig
@@ -48,6 +49,7 @@ class TargetProfile:
     threads: int = 2
     preprocess: dict = field(default_factory=dict)   # validated as edgeprep.data.Preprocess when data is loaded
     quantize: QuantizeConfig = QuantizeConfig()
+    calibrate: CalibrateConfig = CalibrateConfig()
     verify: VerifyConfig = VerifyConfig()
     tflite: TFLiteOptions = TFLiteOptions()
     openvino: OpenVINOOptions = OpenVINOOptions()

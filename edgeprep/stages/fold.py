@@ -191,8 +191,12 @@ def _match(graph: Graph, bn: Node) -> tuple[FoldPattern, Node] | str:
         why.append("it follows the model input")
     elif prev.class_name not in PATTERNS[0].linear:
         kind = " (an activation)" if prev.class_name in ("ReLU", "Activation", "LeakyReLU", "ELU", "PReLU",
-                                                           "Softmax") else ""
+                                                           "Softmax") else \
+            " (a nested model: folds do not cross model boundaries)" if prev.is_model else ""
         why.append(f"it follows {prev.class_name} '{prev.name}'{kind}, not a layer it folds into")
+    elif prev.calls > 1:
+        why.append(f"{prev.class_name} '{prev.name}' is shared ({prev.calls} calls): folding would change its "
+                   "other calls")
     elif len(graph.consumers.get(prev.name, [])) > 1:
         others = [c for c in graph.consumers[prev.name] if c != bn.name]
         why.append(f"the output of {prev.class_name} '{prev.name}' also feeds "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -23,6 +24,10 @@ from edgeprep.errors import VerificationError
 from edgeprep.models import ModelHandle
 
 BATCH = 256
+
+# Extra per-artifact checks a stage adds (e.g. export integrity): (artifact, outputs or None when the artifact was
+# not executed, reference or None) -> check entries shaped like ``check``'s.
+ArtifactCheck = Callable[[Artifact, "np.ndarray | None", "Reference | None"], list[dict]]
 
 
 @dataclass(frozen=True)
@@ -90,24 +95,26 @@ def check(values: dict, thresholds: Thresholds, size_bytes: int) -> list[dict]:
     return found
 
 
-def unverified(artifact: Artifact, reason: str, thresholds: Thresholds) -> dict:
+def unverified(artifact: Artifact, reason: str, thresholds: Thresholds,
+               extra_checks: Sequence[ArtifactCheck] = ()) -> dict:
     """The verification object of an artifact whose numerics could not be checked, with the reason.
 
-    Checks that need no execution (size) still apply: failing one fails the artifact.
+    Checks that need no execution (size, and ``extra_checks`` given no outputs) still apply: failing one fails
+    the artifact.
     """
-    checks = check({}, thresholds, artifact.size_bytes)
+    checks = check({}, thresholds, artifact.size_bytes) + [c for f in extra_checks for c in f(artifact, None, None)]
     status = "failed" if any(not c["passed"] for c in checks) else "unverified"
     return {"status": status, "reason": reason, "metrics": None, "checks": checks}
 
 
 def verify(artifact: Artifact, ref: Reference, data: Dataset, thresholds: Thresholds, threads: int | None = None,
-           progress=None) -> dict:
+           progress=None, extra_checks: Sequence[ArtifactCheck] = ()) -> dict:
     """Metrics and checks for one artifact, as the ``verification`` object of the report.
 
     The artifact runs on the same samples as the reference: the first ``ref.samples`` of ``data``.
     """
     if artifact.runtime is None:
-        return unverified(artifact, artifact.unavailable_reason, thresholds)
+        return unverified(artifact, artifact.unavailable_reason, thresholds, extra_checks)
     start = time.perf_counter()
     try:
         outputs, runtime = run_artifact(artifact, data, threads, ref.samples, progress)
@@ -117,6 +124,7 @@ def verify(artifact: Artifact, ref: Reference, data: Dataset, thresholds: Thresh
     if values["accuracy"] is not None and ref.accuracy is not None:
         values["accuracy_drop"] = round(100.0 * (ref.accuracy - values["accuracy"]), 4)
     checks = check(values, thresholds, artifact.size_bytes)
+    checks += [c for f in extra_checks for c in f(artifact, outputs, ref)]
     return {"status": "failed" if any(not c["passed"] for c in checks) else "verified", "reason": None,
             "metrics": values, "checks": checks, "executed_by": runtime,
             "seconds": round(time.perf_counter() - start, 3)}
