@@ -91,5 +91,22 @@ def print_table(report: dict) -> None:
             console.print(f"[yellow]{a['format']} {a['precision']}:[/yellow] {reason}")
 
 
+def write_json_report(command: str, handle, out, sections: dict, data: dict | None = None):
+    """A schema-validated report without artifacts (``calibrate``, ``fold``) at ``<out without suffix>.report.json``,
+    written atomically; returns its path."""
+    import json
+    from pathlib import Path
+
+    from edgeprep._util import atomic_path
+    from edgeprep.report import build_report, validate
+
+    report = build_report(command=command, model=handle.describe(), artifacts=[], data=data, extra=sections)
+    validate(report)
+    path = Path(out).with_suffix(".report.json")
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+    return path
+
+
 __all__ = ["EXIT_OK", "EXIT_FAILED_CHECK", "EXIT_ERROR", "EXIT_BUG", "collect_preprocess",
-           "preprocess_options", "print_table", "make_reporter"]
+           "preprocess_options", "print_table", "make_reporter", "write_json_report"]

@@ -241,8 +241,8 @@ def assess(obs: LayerObservation, config: CalibrateConfig, batch_size: int) -> L
         epsilon_dominated=eps_dom, verdict=verdict, reasons=tuple(reasons), applied=usable)
 
 
-TABLE_COLUMNS = ("BN layer", "ch", "mean drift (std)", "scale drift", "batch noise (std)", "ok batch ≥",
-                 "NaN/Inf", "dead", "eps-dom", "verdict")
+TABLE_COLUMNS = ("BN layer", "ch", "mean Δ (σ)", "scale Δ", "noise (σ)", "ok batch ≥", "NaN/Inf", "dead",
+                 "eps-dom", "verdict")
 
 
 def _num(v: float | None, spec: str) -> str:
