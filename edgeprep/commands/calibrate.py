@@ -97,7 +97,8 @@ def print_telemetry(telemetry) -> None:
     console = result_console()
     table = Table(title="BatchNorm telemetry", title_justify="left")
     for i, col in enumerate(TABLE_COLUMNS):
-        table.add_column(col, justify="left" if i in (0, len(TABLE_COLUMNS) - 1) else "right")
+        edge = i in (0, len(TABLE_COLUMNS) - 1)
+        table.add_column(col, justify="left" if edge else "right", no_wrap=edge)
     styles = {"broken": "red", "stale": "yellow", "noisy": "yellow"}
     for layer, row in zip(telemetry.layers, table_rows(telemetry)):
         table.add_row(*row, style=styles.get(layer.verdict))
