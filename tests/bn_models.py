@@ -130,3 +130,15 @@ def no_bn():
 
     return keras.Sequential([keras.Input((8, 8, 1)), layers.Conv2D(4, 3, name="c"), layers.Flatten(),
                              layers.Dense(2, name="out")], name="no_bn")
+
+
+def under_mixed_float16(build):
+    """``build()`` with the ``mixed_float16`` policy (fp16 compute, fp32 variables), as mixed-precision training
+    leaves a model; the global policy is restored."""
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        return build()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from bn_models import conv_variants, nested, randomize_bn, sequential_conv1d, unfoldable
+from bn_models import conv_variants, nested, randomize_bn, sequential_conv1d, under_mixed_float16, unfoldable
 from conftest import DATA_DIR, run_cli
 
 from edgeprep.config.calibrate import CalibrateConfig
@@ -159,13 +159,7 @@ def test_data_that_does_not_fit_the_model_is_a_clear_error(tmp_path):
 
 
 def test_mixed_float16_model_is_calibrated_in_float32():
-    import keras
-
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        model = conv_variants()
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    model = under_mixed_float16(conv_variants)
     x = random_data(model, 64, scale=30000.0)     # conv outputs beyond fp16's 65504: Inf in the fp16 model
     conv_out = np.asarray(model.get_layer("conv_nobias")(x), np.float32)
     assert np.isinf(conv_out).any()

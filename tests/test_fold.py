@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from bn_models import conv_variants, nested, no_bn, randomize_bn, sequential_conv1d, unfoldable
+from bn_models import conv_variants, nested, no_bn, randomize_bn, sequential_conv1d, under_mixed_float16, unfoldable
 from conftest import EXAMPLE_MODEL, MANIFEST, run_cli
 
 from edgeprep.report import validate
@@ -126,13 +126,7 @@ def test_no_bn_means_nothing_to_fold():
 
 
 def test_mixed_float16_model_is_folded_in_float32():
-    import keras
-
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        model = conv_variants()
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    model = under_mixed_float16(conv_variants)
     randomize_bn(model)
     result = fold_bn(model)
     assert result.report.dtype_policy == "mixed_float16"
