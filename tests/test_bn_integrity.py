@@ -157,3 +157,27 @@ def test_run_calibrates_folds_and_checks_every_artifact(trained_small, shifted, 
             assert checks["bn_statistics_kept"]["passed"] and checks["bn_statistics_kept"]["value"] < 0.01
         assert a["verification"]["status"] == "verified"
     assert report["summary"]["status"] == "passed"
+
+
+@pytest.mark.slow
+def test_mixed_float16_model_to_an_fp16_target_keeps_bn_in_float32(tmp_path):
+    from bn_models import conv_variants, randomize_bn, under_mixed_float16
+
+    from edgeprep.pipeline import run
+    from edgeprep.targets import parse_target
+
+    model = under_mixed_float16(conv_variants)
+    randomize_bn(model)
+    model.save(tmp_path / "mixed.keras")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "data.npz", x=rng.uniform(0, 1, (160, 12, 12, 3)).astype("float32"))
+    target = parse_target('name = "fp16"\ndescription = "fp16 weights"\nformats = ["tflite"]\n'
+                          'precisions = ["fp16"]\n[calibrate]\nenabled = true\n', "fp16.toml")
+    report = run(tmp_path / "mixed.keras", target, tmp_path / "data.npz", tmp_path / "run").report
+    assert report["calibration"]["dtype_policy"] == "mixed_float16"
+    assert all(t["non_finite"]["total"] == 0 and t["applied"] for t in report["calibration"]["layers"])
+    # fold is handed the recalibrated fp32 copy
+    assert report["fold"]["dtype_policy"] == "float32" and report["fold"]["equivalence"]["max_rel_error"] < 1e-5
+    art = report["artifacts"][0]
+    assert art["metrics"]["sqnr_db"] > 40 and art["metrics"]["agreement"] == 1.0     # fp16 weights vs fp32 reference
+    assert all(c["passed"] for c in art["verification"]["checks"])
