@@ -35,6 +35,23 @@ def rows(report: dict) -> list[tuple[str, ...]]:
     return out
 
 
+def _batchnorm_lines(report: dict) -> list[str]:
+    """One line each for the BN calibration and fold sections, when the run has them."""
+    out = []
+    cal, fold = report.get("calibration") or {}, report.get("fold") or {}
+    if "summary" in cal:
+        s = cal["summary"]
+        line = (f"- BatchNorm calibration ({cal['method']}, {cal['samples']} samples): {s['layers']} layers, "
+                + ", ".join(f"{s[v]} {v}" for v in ("ok", "stale", "noisy", "broken") if s[v]))
+        acc = cal.get("accuracy")
+        if acc:
+            line += f"; top-1 {acc['before']:.4f} → {acc['after']:.4f}"
+        out.append(line)
+    if "folded" in fold:
+        out.append(f"- BatchNorm folding: {fold['message']}")
+    return [""] + out if out else []
+
+
 def markdown_summary(report: dict) -> str:
     model = report["model"]
     target = report.get("target") or {}
@@ -49,6 +66,7 @@ def markdown_summary(report: dict) -> str:
     lines.append("|" + "---|" * len(COLUMNS))
     for r in rows(report):
         lines.append("| " + " | ".join(r) + " |")
+    lines += _batchnorm_lines(report)
     notes = [(a["format"], a["precision"], a["verification"].get("reason")) for a in report["artifacts"]
              if a["verification"].get("reason")]
     if notes:
