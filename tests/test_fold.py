@@ -137,6 +137,12 @@ def test_mixed_float16_model_is_folded_in_float32():
             assert w.dtype == "float32"
 
 
+def test_bn_commands_have_help():
+    for cmd in ("calibrate", "fold"):
+        proc = run_cli(cmd, "--help")
+        assert proc.returncode == 0 and "Usage:" in proc.stdout and "BatchNorm" in proc.stdout, cmd
+
+
 @pytest.mark.slow
 def test_fold_cli_writes_model_and_report_or_refuses(tmp_path):
     model = conv_variants()

@@ -19,8 +19,8 @@ from edgeprep.commands._common import (
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-d", "--data", type=click.Path(path_type=Path), required=True, metavar="PATH",
-              help="Calibration data (manifest, .npz, .npy or image folder); a manifest's labelled evaluation set "
-                   "adds top-1 accuracy before and after.")
+              help="Calibration data (manifest, .npz, .npy or image folder). Labels (a manifest's evaluation set, "
+                   "or the data's own) add top-1 accuracy before and after.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), metavar="PATH",
               help="Recalibrated model (default: <model>.calibrated.keras here); the telemetry report is written "
                    "beside it as <name>.report.json.")
@@ -68,9 +68,8 @@ def calibrate(ctx: click.Context, model: Path, data: Path, out: Path | None, tar
     n = min(config.samples or spec.calibration.count, spec.calibration.count)
     with reporter.step(f"Re-estimating {layers} BatchNorm layers on {n} samples ({config.method})",
                        total=n * layers) as advance:
-        result = calibrate_stage(handle.obj, spec.calibration, config,
-                                 evaluation=None if spec.shared else spec.evaluation, progress=advance,
-                                 warn=reporter.warn)
+        result = calibrate_stage(handle.obj, spec.calibration, config, evaluation=spec.evaluation,
+                                 progress=advance, warn=reporter.warn)
     telemetry = result.telemetry
     print_telemetry(telemetry)
     out = Path(out or f"{handle.name}.calibrated.keras")
