@@ -219,3 +219,19 @@ def test_calibrate_cli_writes_the_model_the_table_and_the_report(trained_small, 
     proc = run_cli("calibrate", str(trained_small), "--data", str(bad), "--out", str(tmp_path / "d.keras"))
     assert proc.returncode == 2 and "1 NaN/Inf values" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "d.keras").exists()
+
+
+def test_calibrate_table_in_a_target_is_validated_and_round_trips():
+    from edgeprep.errors import ConfigError
+    from edgeprep.targets import parse_target
+
+    base = 'name = "t"\ndescription = "d"\nformats = ["tflite"]\nprecisions = ["fp32"]\n[calibrate]\n'
+    t = parse_target(base + 'enabled = true\nmethod = "ema"\nmomentum = 0.8\nsamples = 500\n', "t.toml")
+    assert t.calibrate == CalibrateConfig(enabled=True, method="ema", momentum=0.8, samples=500)
+    assert parse_target(t.to_toml(), "again.toml") == t
+    with pytest.raises(ConfigError, match="momentum must be in"):
+        parse_target(base + "momentum = 1.5\n", "t.toml")
+    with pytest.raises(ConfigError, match="unknown key 'batchsize'"):
+        parse_target(base + "batchsize = 8\n", "t.toml")
+    with pytest.raises(ConfigError, match="'median' is not one of"):
+        parse_target(base + 'method = "median"\n', "t.toml")

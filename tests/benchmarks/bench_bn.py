@@ -95,8 +95,8 @@ CHILD = textwrap.dedent("""
     start = time.perf_counter()
     result = calibrate(model, data, CalibrateConfig(samples=int(sys.argv[3])))
     seconds = time.perf_counter() - start
-    hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
-    print(f"{hwm} {seconds:.1f} {result.telemetry.samples}")
+    status = {l.split(":")[0]: l.split()[1] for l in open("/proc/self/status") if l.startswith(("VmHWM", "Rss"))}
+    print(status["VmHWM"], status["RssAnon"], status["RssFile"], f"{seconds:.1f}", result.telemetry.samples)
 """)
 
 
@@ -117,17 +117,20 @@ def calibration_rss(tmp: Path) -> None:
                               capture_output=True, text=True, timeout=3600)
         if proc.returncode:
             raise RuntimeError(proc.stderr[-2000:])
-        hwm, seconds, samples = proc.stdout.split()[-3:]
+        hwm, anon, file, seconds, samples = proc.stdout.split()[-5:]
         rows.append((int(samples), int(hwm) / 1024, float(seconds)))
         print(f"calibration, {int(samples):>6} samples from a memory-mapped .npy ({npy.stat().st_size / 2**20:.0f} "
-              f"MiB file): peak RSS {int(hwm) / 1024:.0f} MiB, {float(seconds):.1f} s")
+              f"MiB file): peak RSS {int(hwm) / 1024:.0f} MiB (at the end: {int(anon) / 1024:.0f} MiB anonymous, "
+              f"{int(file) / 1024:.0f} MiB file-backed, which includes the mapped data pages), {float(seconds):.1f} s")
     (n1, r1, s1), (n2, r2, s2) = rows
     print(f"peak RSS {n2:,} vs {n1:,} samples: {r2 / r1:.3f}x ({r2 - r1:+.0f} MiB for {n2 / n1:.0f}x the samples; "
           f"the samples alone as float32 would be {n2 * 784 * 4 / 2**20:.0f} MiB); time {s2 / s1:.1f}x")
 
 
-def main() -> int:
+def main(parts: tuple[str, ...] = ("latency", "rss")) -> int:
     with tempfile.TemporaryDirectory() as tmp:
-        latency_and_size(Path(tmp))
-        calibration_rss(Path(tmp))
+        if "latency" in parts:
+            latency_and_size(Path(tmp))
+        if "rss" in parts:
+            calibration_rss(Path(tmp))
     return 0
