@@ -34,11 +34,12 @@ def _all_layers(model):
             yield from _all_layers(layer)
 
 
-def conv_variants():
+def conv_variants(seed: int = 0):
     """Conv2D without bias, DepthwiseConv2D, SeparableConv2D, center/scale off, a BN chain, BN after Dense."""
     import keras
     from keras import layers
 
+    keras.utils.set_random_seed(seed)
     inp = keras.Input((12, 12, 3), name="image")
     x = layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv_nobias")(inp)
     x = layers.BatchNormalization(name="bn_conv")(x)
@@ -58,13 +59,14 @@ def conv_variants():
     return keras.Model(inp, out, name="conv_variants")
 
 
-def unfoldable():
+def unfoldable(seed: int = 0):
     """BNs that cannot fold into the layer before them: after an activation (one folds into the next, valid-padded
     conv; one cannot because the next conv zero-pads), after a conv with two consumers, after a shared conv, and a
     shared BN layer."""
     import keras
     from keras import layers
 
+    keras.utils.set_random_seed(seed)
     inp = keras.Input((12, 12, 3), name="image")
     x = layers.Conv2D(8, 3, padding="same", name="c1")(inp)
     x = layers.ReLU(name="r1")(x)
@@ -86,11 +88,12 @@ def unfoldable():
     return keras.Model(inp, out, name="unfoldable")
 
 
-def nested():
+def nested(seed: int = 0):
     """A BN inside a nested Functional model, one inside a nested Sequential, and one on the boundary."""
     import keras
     from keras import layers
 
+    keras.utils.set_random_seed(seed)
     inner_in = keras.Input((10, 10, 4))
     h = layers.Conv2D(6, 3, padding="same", use_bias=False, name="inner_conv")(inner_in)
     h = layers.BatchNormalization(name="inner_bn")(h)
@@ -107,11 +110,12 @@ def nested():
     return keras.Model(inp, out, name="nested")
 
 
-def sequential_conv1d():
+def sequential_conv1d(seed: int = 0):
     """A Sequential model with Conv1D -> BN and a BN on a non-last axis (which cannot fold)."""
     import keras
     from keras import layers
 
+    keras.utils.set_random_seed(seed)
     return keras.Sequential([
         keras.Input((16, 3)),
         layers.Conv1D(6, 3, padding="same", use_bias=False, name="c1d"),
@@ -124,10 +128,11 @@ def sequential_conv1d():
     ], name="seq_conv1d")
 
 
-def no_bn():
+def no_bn(seed: int = 0):
     import keras
     from keras import layers
 
+    keras.utils.set_random_seed(seed)
     return keras.Sequential([keras.Input((8, 8, 1)), layers.Conv2D(4, 3, name="c"), layers.Flatten(),
                              layers.Dense(2, name="out")], name="no_bn")
 

