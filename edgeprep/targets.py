@@ -18,6 +18,7 @@ from edgeprep.backends import FORMATS
 from edgeprep.backends.base import PRECISIONS
 from edgeprep.config import dump_toml, from_mapping, to_mapping
 from edgeprep.config.calibrate import CalibrateConfig
+from edgeprep.config.bench import BenchConfig
 from edgeprep.config.formats import CoreMLOptions, OpenVINOOptions, TFLiteOptions
 from edgeprep.config.gates import Gates
 from edgeprep.config.quantize import QuantizeConfig
@@ -55,6 +56,7 @@ class TargetProfile:
     openvino: OpenVINOOptions = OpenVINOOptions()
     coreml: CoreMLOptions = CoreMLOptions()
     gates: Gates = Gates()
+    bench: BenchConfig | None = None                 # [bench]: edgeprep run benchmarks each artifact when set
     source: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:

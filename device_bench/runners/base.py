@@ -71,9 +71,16 @@ class Session:
         return 1 if self.input.shape[0] != -1 else 64
 
     def _run_batch(self, x: np.ndarray) -> np.ndarray:
-        fed = quantize(x, self.input) if self.input.scale is not None else x.astype(self.input.dtype)
-        y = np.asarray(self._infer(fed))
+        y = np.asarray(self.invoke(self.feed(x)))
         return dequantize(y, self.output) if self.output.scale is not None else y.astype(np.float32)
+
+    def feed(self, x: np.ndarray) -> np.ndarray:
+        """One float32 batch as the artifact's input tensor (quantized or cast), ready for ``invoke``."""
+        return quantize(x, self.input) if self.input.scale is not None else x.astype(self.input.dtype)
+
+    def invoke(self, fed: np.ndarray) -> np.ndarray:
+        """One inference on an already-fed batch; the raw output tensor. This is what latency measures."""
+        return self._infer(fed)
 
     def _infer(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -88,6 +95,13 @@ class Runner:
 
     name = ""
     formats: tuple[str, ...] = ()
+
+    def load_runtime(self) -> None:
+        """Import the runtime without loading any model (the memory baseline a benchmark subtracts)."""
+
+    def files(self, path: str) -> list[str]:
+        """The files that make up an artifact on disk (OpenVINO: the .xml and its .bin)."""
+        return [path]
 
     def open(self, path: str, threads: int | None = None, options: dict | None = None) -> Session:
         raise NotImplementedError

@@ -1,6 +1,7 @@
 """LiteRT (the successor of TensorFlow Lite) runner: ``.tflite`` files via ``ai_edge_litert``.
 
-Options: ``xnnpack`` (default true; false uses the reference builtin kernels only).
+Options: ``xnnpack`` (default true; false uses the builtin kernels only). ``threads`` is the interpreter's (and
+XNNPACK's) thread count.
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ class LiteRTSession(Session):
 @register("litert")
 class LiteRTRunner(Runner):
     formats = (".tflite",)
+
+    def load_runtime(self) -> None:
+        _interpreter_module()
 
     def open(self, path: str, threads: int | None = None, options: dict | None = None) -> Session:
         opts = dict(options or {})

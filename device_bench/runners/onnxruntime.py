@@ -49,6 +49,12 @@ class ORTSession(Session):
 class ORTRunner(Runner):
     formats = (".onnx",)
 
+    def load_runtime(self) -> None:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise RunnerUnavailable("onnxruntime is not installed (pip install onnxruntime)") from None
+
     def open(self, path: str, threads: int | None = None, options: dict | None = None) -> Session:
         if options:
             raise ValueError(f"unknown ONNX Runtime option(s): {', '.join(options)}")

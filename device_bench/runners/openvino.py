@@ -7,6 +7,8 @@ on CPUs with AVX512-BF16/AMX, which changes numerics; ``default`` leaves the plu
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from device_bench.runners import register
@@ -74,11 +76,24 @@ class OpenVINOSession(Session):
 class OpenVINORunner(Runner):
     formats = (".xml", ".onnx", ".tflite")
 
+    def load_runtime(self) -> None:
+        try:
+            import openvino as ov
+        except ImportError:
+            raise RunnerUnavailable("openvino is not installed (pip install openvino)") from None
+        ov.Core()
+
+    def files(self, path: str) -> list[str]:
+        bin_path = path[:-4] + ".bin" if path.endswith(".xml") else None
+        return [path] + ([bin_path] if bin_path and os.path.exists(bin_path) else [])
+
     def open(self, path: str, threads: int | None = None, options: dict | None = None) -> Session:
         opts = dict(options or {})
         device = str(opts.pop("device", "CPU"))
         precision = str(opts.pop("inference_precision", "f32"))
         hint = str(opts.pop("performance_hint", "LATENCY")).upper()
+        if hint not in ("LATENCY", "THROUGHPUT"):
+            raise ValueError(f"performance_hint must be LATENCY or THROUGHPUT, got {hint!r}")
         if opts:
             raise ValueError(f"unknown OpenVINO option(s): {', '.join(opts)} "
                              "(known: device, inference_precision, performance_hint)")
