@@ -2,7 +2,8 @@
 
 Data flows one way, one step function per stage:
 
-    load_inputs -> calibrate_and_fold -> convert_all -> verify_all -> write (report.json, summary.md, target.toml)
+    load_inputs -> calibrate_and_fold -> convert_all -> verify_all -> bench_all -> write (report.json, summary.md,
+    target.toml)
 
 Each step reads and extends a ``RunContext``; a step that measures something adds its section to
 ``ctx.sections`` (it becomes a top-level key of report.json) and its wall time to ``ctx.stages``.
@@ -26,7 +27,9 @@ from edgeprep.data import DataSpec, check_fits, describe, load_data
 from edgeprep.errors import DataError
 from edgeprep.models import ModelHandle, check_model_path, load_model
 from edgeprep.progress import Reporter
-from edgeprep.report import artifact_entry, build_report, target_entry, write_report
+from edgeprep.report import artifact_entry, build_report, target_entry
+from edgeprep.report.write import write_all
+from edgeprep.stages.bench import bench_all
 from edgeprep.stages.convert import convert
 from edgeprep.stages.verify import Reference, reference, unverified, verify
 from edgeprep.targets import TargetProfile
@@ -153,7 +156,7 @@ def write(ctx: RunContext, entries: list[dict], ref: Reference | None) -> dict:
     shutil.rmtree(ctx.staging / ".work", ignore_errors=True)
     with atomic_path(ctx.staging / "target.toml") as tmp:
         tmp.write_text(f"# resolved profile used for this run (from {ctx.target.source})\n" + ctx.target.to_toml())
-    write_report(report, ctx.staging)
+    write_all(report, ctx.staging)
     return report
 
 
@@ -178,6 +181,7 @@ def run(model_path: str | Path, target: TargetProfile, data_path: str | Path | N
         reference_model, to_convert = calibrate_and_fold(ctx, model)
         artifacts = convert_all(ctx, to_convert)
         ref, entries = verify_all(ctx, reference_model, artifacts)
+        bench_all(ctx, artifacts, entries)
         report = write(ctx, entries, ref)
         replace(staging, out_dir)
     finally:

@@ -71,16 +71,17 @@ def print_table(report: dict) -> None:
     from rich.table import Table
 
     from edgeprep.progress import result_console
-    from edgeprep.report.markdown import COLUMNS, rows
+    from edgeprep.report.markdown import columns, rows
 
     console = result_console()
     ref = report.get("reference") or {}
-    title = f"{report['model']['path']}"
+    title = f"{(report.get('model') or {}).get('path', 'benchmark of existing artifacts')}"
     if ref.get("accuracy") is not None:
         title += f" — float top-1 {ref['accuracy']:.4f} on {ref['samples']} samples"
     table = Table(title=title, title_justify="left")
-    for i, col in enumerate(COLUMNS):
-        table.add_column(col, justify="left" if i in (0, len(COLUMNS) - 1) else "right")
+    cols = columns(report)
+    for i, col in enumerate(cols):
+        table.add_column(col, justify="left" if i in (0, len(cols) - 1) else "right")
     for r in rows(report):
         style = "red" if r[-1].startswith("failed") else ("yellow" if r[-1] == "unverified" else None)
         table.add_row(*r, style=style)

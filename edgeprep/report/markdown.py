@@ -3,6 +3,23 @@
 from __future__ import annotations
 
 COLUMNS = ("artifact", "size", "vs fp32", "accuracy", "drop (pts)", "agreement", "SQNR dB", "status")
+BENCH_COLUMNS = ("p50 ms", "p99 ms", "load ms", "peak RSS")   # shown when any artifact was benchmarked
+
+
+def benched(report: dict) -> bool:
+    return any(a.get("bench") for a in report["artifacts"])
+
+
+def columns(report: dict) -> tuple[str, ...]:
+    return COLUMNS[:-1] + BENCH_COLUMNS + COLUMNS[-1:] if benched(report) else COLUMNS
+
+
+def _bench_cells(a: dict) -> tuple[str, ...]:
+    b = a.get("bench") or {}
+    if b.get("status") != "ok":
+        return ("—", "—", "—", "—") if not b else (b["status"], "—", "—", "—")
+    lat = b["latency_ms"]
+    return (f"{lat['p50']:.3f}", f"{lat['p99']:.3f}", f"{b['load_ms']:.0f}", _size(b["peak_rss_bytes"]))
 
 
 def _size(n: int) -> str:
@@ -18,7 +35,7 @@ def _fmt(v, spec: str) -> str:
 
 
 def rows(report: dict) -> list[tuple[str, ...]]:
-    """One row per artifact, in COLUMNS order, formatted for people."""
+    """One row per artifact, in ``columns(report)`` order, formatted for people."""
     fp32 = {a["format"]: a["size_bytes"] for a in report["artifacts"] if a["precision"] == "fp32"}
     out = []
     for a in report["artifacts"]:
@@ -31,7 +48,8 @@ def rows(report: dict) -> list[tuple[str, ...]]:
             status += f" ({', '.join(failed)})"
         out.append((f"{a['format']} {a['precision']}", _size(a["size_bytes"]), ratio,
                     _fmt(m.get("accuracy"), ".4f"), _fmt(m.get("accuracy_drop"), "+.2f"),
-                    _fmt(m.get("agreement"), ".4f"), _fmt(m.get("sqnr_db"), ".1f"), status))
+                    _fmt(m.get("agreement"), ".4f"), _fmt(m.get("sqnr_db"), ".1f"))
+                   + (_bench_cells(a) if benched(report) else ()) + (status,))
     return out
 
 
@@ -53,7 +71,7 @@ def _batchnorm_lines(report: dict) -> list[str]:
 
 
 def markdown_summary(report: dict) -> str:
-    model = report["model"]
+    model = report.get("model") or {"path": "benchmark of existing artifacts"}
     target = report.get("target") or {}
     ref = report.get("reference") or {}
     lines = [f"# edgeprep report: {model['path']}" + (f" → {target['name']}" if target else ""), ""]
@@ -62,8 +80,9 @@ def markdown_summary(report: dict) -> str:
         lines.append(f"Float reference: top-1 {acc:.4f} on {ref['samples']} samples."
                      if acc is not None else f"Float reference: {ref['samples']} unlabelled samples.")
         lines.append("")
-    lines.append("| " + " | ".join(COLUMNS) + " |")
-    lines.append("|" + "---|" * len(COLUMNS))
+    cols = columns(report)
+    lines.append("| " + " | ".join(cols) + " |")
+    lines.append("|" + "---|" * len(cols))
     for r in rows(report):
         lines.append("| " + " | ".join(r) + " |")
     lines += _batchnorm_lines(report)

@@ -18,3 +18,20 @@ def write_report(report: dict, directory: Path) -> Path:
     with atomic_path(directory / "summary.md") as tmp:
         tmp.write_text(markdown_summary(report))
     return directory / "report.json"
+
+
+def write_all(report: dict, directory: Path, *, baseline: dict | None = None, gate: dict | None = None,
+              trend: list[dict] | None = None) -> list[Path]:
+    """report.json and summary.md, plus junit.xml (CI systems) and report.html (plots), each atomically."""
+    from edgeprep.report.html import html_report
+    from edgeprep.report.junit import junit_xml
+
+    directory = Path(directory)
+    written = [write_report(report, directory)]
+    with atomic_path(directory / "junit.xml") as tmp:
+        tmp.write_text(junit_xml(report, gate))
+    written.append(directory / "junit.xml")
+    with atomic_path(directory / "report.html") as tmp:
+        tmp.write_text(html_report(report, directory, baseline=baseline, gate=gate, trend=trend))
+    written.append(directory / "report.html")
+    return written

@@ -1,0 +1,54 @@
+"""JUnit XML for CI systems: one test case per artifact check, and per gate verdict when a gate ran.
+
+A failed check or a regression is a ``<failure>``; a benchmark that could not run or a gate that could not judge
+(missing metric, unreadable baseline) is an ``<error>``, so CI dashboards show both as red but tell them apart.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+
+def _case(suite: ET.Element, classname: str, name: str, outcome: str, message: str = "") -> None:
+    case = ET.SubElement(suite, "testcase", classname=classname, name=name, time="0")
+    if outcome in ("failure", "error"):
+        ET.SubElement(case, outcome, message=message, type=name).text = message
+    elif outcome == "skipped":
+        ET.SubElement(case, "skipped", message=message)
+
+
+def _finish(suite: ET.Element) -> None:
+    cases = suite.findall("testcase")
+    suite.set("tests", str(len(cases)))
+    for kind, attr in (("failure", "failures"), ("error", "errors"), ("skipped", "skipped")):
+        suite.set(attr, str(sum(1 for c in cases if c.find(kind) is not None)))
+
+
+def junit_xml(report: dict, gate: dict | None = None) -> str:
+    root = ET.Element("testsuites", name="edgeprep")
+    target = (report.get("target") or {}).get("name", "none")
+    suite = ET.SubElement(root, "testsuite", name=f"edgeprep.{report['command']}.{target}",
+                          timestamp=report["created"])
+    for a in report["artifacts"]:
+        label = a["path"].rsplit("/", 1)[-1]
+        v = a["verification"]
+        for c in v.get("checks", []):
+            message = "" if c["passed"] else (c.get("detail") or f"{c['name']}: {c['value']} vs {c['threshold']}")
+            _case(suite, label, c["name"], "passed" if c["passed"] else "failure", message)
+        if v["status"] == "unverified":
+            _case(suite, label, "numerics", "skipped", v.get("reason") or "unverified")
+        bench = a.get("bench")
+        if bench:
+            if bench["status"] == "ok":
+                _case(suite, label, "bench", "passed")
+            elif bench["status"] == "unavailable":
+                _case(suite, label, "bench", "skipped", bench.get("error", ""))
+    _finish(suite)
+    if gate is not None:
+        gsuite = ET.SubElement(root, "testsuite", name=f"edgeprep.gate.{target}")
+        for vd in gate["verdicts"]:
+            outcome = {"pass": "passed", "fail": "failure", "error": "error"}[vd["status"]]
+            _case(gsuite, vd["artifact"], vd["check"], outcome, vd.get("detail", ""))
+        _finish(gsuite)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

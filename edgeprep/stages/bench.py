@@ -1,0 +1,156 @@
+"""Bench stage: each artifact benchmarked by device_bench in a fresh process, as the ``bench`` object of its entry.
+
+The per-iteration latencies, which the gate's statistics need, go to a side file (``latencies.json`` beside
+report.json, keyed by artifact file name) so the report stays readable. A benchmark that fails or times out is
+recorded as such on its artifact (``bench.status = "error"`` and a failed ``bench`` check); the other artifacts'
+results are kept. An artifact no runtime here executes (Core ML on Linux) is ``unavailable``, with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from device_bench.bench import Job
+from device_bench.harness import benchmark, count_instructions
+from device_bench.transports import BenchFailed
+from edgeprep._util import atomic_path
+from edgeprep.backends import Artifact
+from edgeprep.config.bench import BenchConfig
+from edgeprep.errors import InputError
+
+LATENCIES_FILE = "latencies.json"
+LATENCIES_VERSION = 1
+
+
+@dataclass(frozen=True)
+class BenchOutcome:
+    """One artifact's benchmark: the report's ``bench`` object, its raw latencies and any measured metrics."""
+
+    bench: dict
+    latencies_ms: tuple[float, ...] = ()
+    metrics: dict | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.bench["status"] == "ok"
+
+
+def job_for(artifact: Artifact, config: BenchConfig, threads: int | None, data: Path | None = None) -> Job:
+    return Job(str(artifact.path), artifact.runtime, config.threads or threads, dict(artifact.runtime_options),
+               config.runs, config.warmup, config.min_seconds, str(data) if data else None)
+
+
+def bench_artifact(artifact: Artifact, config: BenchConfig, threads: int | None = None,
+                   data: Path | None = None) -> BenchOutcome:
+    """Benchmark one artifact (and count its instructions when the config asks); never raises for a benchmark
+    that fails — the outcome says what happened."""
+    if artifact.runtime is None:
+        return BenchOutcome({"status": "unavailable", "error": artifact.unavailable_reason or "no runtime here",
+                             "transport": config.transport})
+    job = job_for(artifact, config, threads, data)
+    try:
+        result = benchmark(job, config.transport, config.timeout_seconds)
+    except BenchFailed as exc:
+        return BenchOutcome({"status": "error", "error": str(exc), "kind": exc.kind, "runner": job.runtime,
+                             "threads": job.threads, "transport": config.transport})
+    bench = {"status": "ok", **result["bench"], "transport": config.transport, "latencies_file": LATENCIES_FILE,
+             "executed_by": result["runtime"]}
+    if config.instructions:
+        try:
+            bench["instructions"] = count_instructions(Job(job.artifact, job.runtime, 1, job.options),
+                                                       config.transport, config.timeout_seconds * 3)
+        except BenchFailed as exc:
+            bench["instructions"] = {"error": str(exc)}
+    return BenchOutcome(bench, tuple(result["latencies_ms"]), result.get("metrics"))
+
+
+def failed_check(outcome: BenchOutcome) -> dict | None:
+    """A failed ``bench`` check for an artifact whose benchmark did not complete (so the run is not green)."""
+    if outcome.bench["status"] != "error":
+        return None
+    return {"name": "bench", "value": outcome.bench.get("kind", "error"), "threshold": None, "passed": False,
+            "detail": outcome.bench.get("error")}
+
+
+def attach(entry: dict, outcome: BenchOutcome) -> dict:
+    """Add ``outcome`` to a report artifact entry (in place): the bench object and, if it failed, a failed check."""
+    entry["bench"] = outcome.bench
+    check = failed_check(outcome)
+    if check:
+        entry["verification"].setdefault("checks", []).append(check)
+        entry["verification"]["status"] = "failed"
+    return entry
+
+
+def artifact_key(entry: dict) -> str:
+    """How an artifact is matched between a report, its latencies file and a baseline: its file name."""
+    return Path(entry["path"]).name
+
+
+def write_latencies(directory: Path, latencies: dict[str, tuple[float, ...]]) -> Path:
+    """The side file of raw per-iteration latencies (milliseconds), keyed by artifact file name."""
+    with atomic_path(Path(directory) / LATENCIES_FILE) as tmp:
+        tmp.write_text(json.dumps({"schema_version": LATENCIES_VERSION, "unit": "ms",
+                                   "artifacts": {k: list(v) for k, v in latencies.items()}}) + "\n")
+    return Path(directory) / LATENCIES_FILE
+
+
+def read_latencies(report: dict, directory: Path) -> dict[str, list[float]]:
+    """Raw latencies of every benchmarked artifact of ``report``: inlined (``bench.latencies_ms``, as in a
+    baseline file) or from the side file beside it. A side file that is named but missing is an error."""
+    out: dict[str, list[float]] = {}
+    side: dict | None = None
+    for a in report["artifacts"]:
+        bench = a.get("bench") or {}
+        if bench.get("status") != "ok":
+            continue
+        if "latencies_ms" in bench:
+            out[artifact_key(a)] = list(bench["latencies_ms"])
+            continue
+        if side is None:
+            path = Path(directory) / bench.get("latencies_file", LATENCIES_FILE)
+            try:
+                side = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise InputError(f"cannot read the raw latencies {path} ({exc})",
+                                 "keep latencies.json beside report.json, or re-run the benchmark") from None
+            if side.get("schema_version") != LATENCIES_VERSION:
+                raise InputError(f"{path}: latencies file version {side.get('schema_version')!r}, this edgeprep "
+                                 f"reads version {LATENCIES_VERSION}", "re-run the benchmark")
+        if artifact_key(a) in side.get("artifacts", {}):
+            out[artifact_key(a)] = side["artifacts"][artifact_key(a)]
+    return out
+
+
+def with_latencies(report: dict, directory: Path) -> dict:
+    """A copy of ``report`` with each benchmarked artifact's raw latencies inlined (``bench.latencies_ms``):
+    one self-contained file, as a baseline or a history entry needs."""
+    import copy
+
+    out = copy.deepcopy(report)
+    raw = read_latencies(report, directory)
+    for a in out["artifacts"]:
+        if artifact_key(a) in raw:
+            a["bench"]["latencies_ms"] = raw[artifact_key(a)]
+            a["bench"].pop("latencies_file", None)
+    return out
+
+
+def bench_all(ctx, artifacts: list[Artifact], entries: list[dict]) -> None:
+    """Pipeline step: benchmark every artifact per the target's ``[bench]`` (nothing when it has none)."""
+    config: BenchConfig | None = ctx.target.bench
+    if config is None:
+        return
+    latencies = {}
+    with ctx.timed("bench"):
+        for art, entry in zip(artifacts, entries):
+            with ctx.reporter.step(f"Benchmarking {art.label} ({config.runs} runs, fresh process)"):
+                outcome = bench_artifact(art, config, ctx.target.threads)
+            attach(entry, outcome)
+            if outcome.ok:
+                latencies[artifact_key(entry)] = outcome.latencies_ms
+            else:
+                ctx.reporter.warn(f"{art.label}: benchmark {outcome.bench['status']}: {outcome.bench['error']}")
+        write_latencies(ctx.staging, latencies)
