@@ -17,9 +17,12 @@ from device_bench.runners.base import RunnerUnavailable, TensorSpec, dequantize,
 
 
 def test_device_bench_never_imports_tensorflow_or_edgeprep():
-    code = ("import sys, device_bench, device_bench.metrics, device_bench.__main__\n"
+    code = ("import sys, device_bench, device_bench.metrics, device_bench.__main__, device_bench.bench\n"
+            "import device_bench.measure, device_bench.harness, device_bench.transports.local\n"
             "from device_bench.runners import open_model, get_runner\n"
-            "for n in ('litert', 'openvino', 'onnxruntime'): get_runner(n)\n"
+            "from device_bench.transports import get_transport\n"
+            "for n in ('litert', 'openvino', 'onnxruntime'): get_runner(n)().load_runtime()\n"
+            "get_transport('local')\n"
             "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'edgeprep', 'coremltools')]\n"
             "print(bad)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -82,6 +85,13 @@ def test_command_line_runs_an_artifact(tmp_path, trained_small, eval_npz):
     result = json.loads(out.stdout)
     assert result["runtime"]["runtime"] == "litert"
     assert result["metrics"]["agreement"] == 1.0 and result["metrics"]["sqnr_db"] > 60
+    bench = result["bench"]
+    assert bench["iterations"] == 50 == len(result["latencies_ms"]) and bench["warmup"] == 5
+    assert bench["latency_ms"]["min"] <= bench["latency_ms"]["p50"] <= bench["latency_ms"]["p99"]
+    assert bench["latency_ms"]["p50"] == pytest.approx(float(np.median(result["latencies_ms"])), rel=1e-3)
+    assert result["artifact"]["size_bytes"] == art.size_bytes
+    assert bench["peak_rss_bytes"] == bench["runtime_rss_bytes"] + bench["rss_delta_bytes"]
+    assert bench["rss_delta_bytes"] > 0 and bench["runtime_rss_bytes"] > 10 * 2**20
     bad = subprocess.run([sys.executable, "-m", "device_bench", str(tmp_path / "d.npz"), "--runtime", "litert"],
                          cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("device_bench: error: LiteRT cannot load")

@@ -69,7 +69,8 @@ def tradeoff_plot(report: dict) -> str | None:
                     textcoords="offset points")
     ax.set_xlabel("median latency (ms)")
     ax.set_ylabel("top-1 accuracy (agreement when unlabelled)")
-    ax.set_title("Size (marker area) vs accuracy vs latency")
+    ax.set_title("Size (marker area) vs accuracy vs latency", pad=14)
+    ax.margins(0.2)
     ax.grid(alpha=0.3)
     return _png(fig)
 

@@ -1,0 +1,187 @@
+"""device_bench's harness and `edgeprep bench` with real runtimes: fresh processes, timeouts, options, reports."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import numpy as np
+import pytest
+from conftest import MANIFEST, require
+
+from device_bench import measure
+from device_bench.bench import Job
+from device_bench.harness import benchmark, count_instructions
+from device_bench.transports import BenchFailed, get_transport
+
+
+def build_wide_cnn(channels: int = 96, seed: int = 1):
+    """A deliberately heavy full-resolution CNN: tens of milliseconds per inference, same input/output as small."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((28, 28, 1), name="image")
+    x = inp
+    for _ in range(3):
+        x = layers.Conv2D(channels, 3, padding="same", activation="relu")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, layers.Dense(10, activation="softmax")(x), name="wide_cnn")
+
+
+@pytest.fixture(scope="module")
+def arts(tmp_path_factory, trained_small, eval_npz):
+    """Real artifacts: the small CNN as fp32/int8 TFLite and fp32 OpenVINO IR, a heavy CNN, evaluation data."""
+    from edgeprep.config.formats import OpenVINOOptions, TFLiteOptions
+    from edgeprep.data import load_data
+    from edgeprep.models import load_model
+    from edgeprep.stages.convert import convert
+
+    d = tmp_path_factory.mktemp("bench_arts")
+    small = load_model(trained_small)
+    calib = load_data(MANIFEST).calibration
+    out = {"fp32": convert(small, "tflite", "fp32", TFLiteOptions(), d / "small.fp32.tflite"),
+           "int8": convert(small, "tflite", "int8", TFLiteOptions(), d / "small.int8.tflite", calibration=calib,
+                           calibration_samples=100),
+           "ov": convert(small, "openvino", "fp32", OpenVINOOptions(), d / "small.fp32.xml", workdir=d)}
+    wide_path = d / "wide.keras"
+    build_wide_cnn().save(wide_path)
+    out["wide"] = convert(load_model(wide_path), "tflite", "fp32", TFLiteOptions(), d / "wide.fp32.tflite")
+    x = eval_npz["x"][:300].astype(np.float32) / 255.0
+    np.savez(d / "eval.npz", x=x, y=eval_npz["y"][:300], ref=small.predict(x))
+    np.savez(d / "bad_shape.npz", x=np.zeros((4, 32, 32, 3), np.float32))
+    np.savez(d / "bad_dtype.npz", x=np.array([["a"] * 784] * 2).reshape(2, 28, 28, 1))
+    out["dir"] = d
+    return out
+
+
+def test_latency_statistics_and_timing_loop_by_hand():
+    stats = measure.latency_stats([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert stats["mean"] == 22.0 and stats["min"] == 1.0 and stats["max"] == 100.0 and stats["p50"] == 3.0
+    assert stats["std"] == pytest.approx(float(np.std([1, 2, 3, 4, 100], ddof=1)))
+    assert stats["p90"] == pytest.approx(4 + 0.6 * 96) and stats["p99"] == pytest.approx(4 + 0.96 * 96)
+    calls = []
+    t = measure.time_calls(lambda: calls.append(1), runs=7, warmup=3)
+    assert len(calls) == 1 + 3 + 7 and t.iterations == 7 and len(t.warmup_ms) == 3
+    t = measure.time_calls(lambda: time.sleep(0.002), runs=2, warmup=0, min_seconds=0.05)
+    assert t.iterations >= 10 and t.seconds >= 0.05      # min_seconds wins over runs when it is longer
+
+
+def test_job_argv_round_trips_through_the_device_command_line():
+    from device_bench.__main__ import parser
+
+    job = Job("/a/m.tflite", "litert", 3, {"xnnpack": False}, 17, 2, 0.5, "/d/x.npz", 4)
+    args = parser().parse_args(job.argv())
+    assert (args.artifact, args.runtime, args.threads, args.options, args.runs, args.warmup, args.min_time,
+            args.data, args.seed) == ("/a/m.tflite", "litert", 3, {"xnnpack": False}, 17, 2, 0.5, "/d/x.npz", 4)
+    with pytest.raises(ValueError, match="runs must be >= 1"):
+        Job("m.tflite", "litert", runs=0)
+
+
+@pytest.mark.parametrize("runtime, key, options, expect", [
+    ("litert", "fp32", {"xnnpack": False}, {"delegate": "none (builtin kernels)"}),
+    ("litert", "int8", {"xnnpack": True}, {"delegate": "xnnpack"}),
+    ("openvino", "ov", {"performance_hint": "THROUGHPUT"}, {"performance_hint": "THROUGHPUT",
+                                                             "execution_precision": "float32"}),
+])
+def test_fresh_process_benchmark_with_runner_options(arts, runtime, key, options, expect):
+    result = benchmark(Job(str(arts[key].path), runtime, threads=1, options=options, runs=20, warmup=2,
+                           data=str(arts["dir"] / "eval.npz")), timeout=120)
+    for k, v in expect.items():
+        assert result["runtime"][k] == v
+    assert result["runtime"]["threads"] == 1 and result["bench"]["iterations"] == 20
+    assert result["artifact"]["size_bytes"] == arts[key].size_bytes     # OpenVINO: .xml + .bin
+    m = result["metrics"]
+    assert m["samples"] == 300 and m["agreement"] >= (0.95 if key == "int8" else 0.999)
+    assert 0.6 < m["accuracy"] < 0.9
+
+
+def test_heavy_model_is_slower_and_uses_more_memory(arts):
+    small = benchmark(Job(str(arts["fp32"].path), "litert", threads=1, runs=20), timeout=120)["bench"]
+    wide = benchmark(Job(str(arts["wide"].path), "litert", threads=1, runs=5), timeout=120)["bench"]
+    assert wide["latency_ms"]["p50"] > 5 * small["latency_ms"]["p50"]
+    assert wide["rss_delta_bytes"] > small["rss_delta_bytes"]
+
+
+def test_a_benchmark_that_hangs_is_stopped_at_the_timeout(arts):
+    start = time.perf_counter()
+    with pytest.raises(BenchFailed) as err:
+        benchmark(Job(str(arts["fp32"].path), "litert", runs=1, min_seconds=600), timeout=3)
+    assert err.value.kind == "timeout" and "did not finish within 3 s" in str(err.value)
+    assert time.perf_counter() - start < 30
+
+
+@pytest.mark.parametrize("what, fragment", [
+    ("corrupt", "LiteRT cannot load"),
+    ("bad_shape", "input samples have shape (32, 32, 3) but the artifact expects (28, 28, 1)"),
+    ("bad_dtype", "could not convert string to float"),
+])
+def test_bad_input_is_one_clear_error(arts, tmp_path, what, fragment):
+    path, data = str(arts["fp32"].path), None
+    if what == "corrupt":
+        path = str(tmp_path / "broken.tflite")
+        (tmp_path / "broken.tflite").write_bytes(arts["fp32"].path.read_bytes()[:5000])
+    else:
+        data = str(arts["dir"] / f"{what}.npz")
+    with pytest.raises(BenchFailed) as err:
+        get_transport("local").run(Job(path, "litert", runs=2, data=data), timeout=60)
+    assert err.value.kind == "error" and fragment in str(err.value)
+
+
+@pytest.mark.slow
+def test_callgrind_counts_instructions_per_inference(arts):
+    require(shutil.which("valgrind") is not None, "valgrind (apt-get install valgrind)")
+    small = count_instructions(Job(str(arts["fp32"].path), "litert", threads=1), runs=(2, 12))
+    assert small["tool"] == "valgrind --tool=callgrind" and small["threads"] == 1
+    # The small CNN does ~0.2 M multiply-adds per image; even vectorised that is well over 10k instructions,
+    # and far below the ~700 M of starting Python and LiteRT, which the difference of two runs cancels.
+    assert 10_000 < small["instructions_per_inference"] < 20_000_000
+    assert small["totals"][1] > small["totals"][0]
+
+
+@pytest.mark.slow
+def test_edgeprep_bench_writes_a_report_and_keeps_results_when_one_hangs(arts, tmp_path, monkeypatch):
+    from edgeprep.cli import main
+    from edgeprep.report import load_report
+
+    monkeypatch.setenv("EDGEPREP_HISTORY", str(tmp_path / "h.sqlite"))
+    out = tmp_path / "b"
+    # 20000 runs: about 0.2 s for the small model, about a minute for the heavy one, which is stopped at 8 s.
+    code = main(["-q", "bench", str(arts["int8"].path), str(arts["wide"].path), "--data", str(MANIFEST),
+                 "--samples", "200", "--runs", "20000", "--warmup", "1", "--threads", "1", "--timeout", "8",
+                 "--out", str(out)])
+    assert code == 1
+    report = load_report(out)
+    small, wide = report["artifacts"]
+    assert report["command"] == "bench" and report["model"] is None
+    assert small["bench"]["status"] == "ok" and small["bench"]["iterations"] == 20000
+    assert set(small["bench"]["latency_ms"]) >= {"mean", "std", "min", "p50", "p90", "p99"}
+    assert small["bench"]["runner"] == "litert" and small["bench"]["threads"] == 1
+    assert small["metrics"]["samples"] == 200 and small["metrics"]["accuracy"] > 0.6
+    assert small["verification"]["status"] == "unverified"           # accuracy only: no float model given
+    assert wide["bench"] == {**wide["bench"], "status": "error", "kind": "timeout"}
+    assert wide["verification"]["status"] == "failed"
+    assert json.loads((out / "latencies.json").read_text())["artifacts"].keys() == {"small.int8.tflite"}
+    assert "p50 ms" in (out / "summary.md").read_text()
+    junit = (out / "junit.xml").read_text()
+    assert 'errors="1"' in junit and "did not finish within 8 s" in junit
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 2
+    assert (tmp_path / "h.sqlite").is_file()
+
+
+@pytest.mark.slow
+def test_run_benchmarks_per_the_target_profile(arts, trained_small, tmp_path, monkeypatch):
+    from edgeprep.pipeline import run
+    from edgeprep.report import load_report
+    from edgeprep.targets import parse_target
+
+    target = parse_target('name = "b"\ndescription = "d"\nformats = ["tflite"]\nprecisions = ["fp32"]\n'
+                          'threads = 1\n[verify]\nsamples = 200\n[bench]\nruns = 30\nwarmup = 2\n', "inline")
+    result = run(trained_small, target, MANIFEST, tmp_path / "run")
+    entry = load_report(result.out_dir)["artifacts"][0]
+    assert entry["bench"]["iterations"] == 30 and entry["bench"]["threads"] == 1
+    assert [s["name"] for s in result.report["stages"]] == ["convert", "verify", "bench"]
+    for name in ("report.json", "latencies.json", "summary.md", "junit.xml", "report.html"):
+        assert (result.out_dir / name).is_file(), name
