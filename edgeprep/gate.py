@@ -5,7 +5,9 @@ that is set but whose metric is missing on either side (an artifact not benchmar
 artifact, measurements taken with different threads) is an ``error``, never a pass.
 
 Latency is judged on the ratio of median latencies (report / baseline) with a percentile-bootstrap confidence
-interval (both samples resampled with replacement). A latency regression fails only when it is above the
+interval. The bootstrap is hierarchical: a benchmark runs in several fresh processes, and processes are resampled
+before iterations, because on a shared machine the spread between processes (placement, frequency, neighbours)
+is far larger than within one. A latency regression fails only when it is above the
 threshold *and* significant: the lower end of the interval at ``latency_confidence`` is above
 ``1 + max_latency_regression_pct / 100``. So run-to-run noise, which widens the interval, cannot fail a build, and
 a clearly slower model, whose whole interval sits above the threshold, always does.
@@ -40,17 +42,34 @@ class Verdict:
         return d
 
 
+def _groups(samples) -> list[np.ndarray]:
+    """Latencies as one array per benchmark process (a flat list is one process)."""
+    if len(samples) and isinstance(samples[0], (list, tuple, np.ndarray)):
+        return [np.asarray(g, dtype=np.float64) for g in samples]
+    return [np.asarray(samples, dtype=np.float64)]
+
+
+def _bootstrap_medians(groups: list[np.ndarray], rng: np.random.Generator, resamples: int) -> np.ndarray:
+    """Medians of hierarchical bootstrap resamples: pick processes with replacement, then iterations within each,
+    so the interval carries the spread between processes as well as within them."""
+    out = np.empty(resamples)
+    for i in range(resamples):
+        picked = rng.integers(0, len(groups), len(groups))
+        out[i] = np.median(np.concatenate([rng.choice(groups[j], groups[j].size) for j in picked]))
+    return out
+
+
 def median_ratio(current, baseline, confidence: float = 0.95, resamples: int = 2000,
                  seed: int = 0) -> tuple[float, float, float]:
-    """(median(current) / median(baseline), lower, upper): a percentile-bootstrap interval at ``confidence``."""
-    cur = np.asarray(current, dtype=np.float64)
-    base = np.asarray(baseline, dtype=np.float64)
+    """(median(current) / median(baseline), lower, upper): a bootstrap interval at ``confidence``.
+
+    ``current`` and ``baseline`` are flat lists of latencies, or lists of them, one per benchmark process."""
+    cur, base = _groups(current), _groups(baseline)
     rng = np.random.default_rng(seed)
-    mc = np.median(rng.choice(cur, (resamples, cur.size), replace=True), axis=1)
-    mb = np.median(rng.choice(base, (resamples, base.size), replace=True), axis=1)
+    ratios = _bootstrap_medians(cur, rng, resamples) / _bootstrap_medians(base, rng, resamples)
     alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(mc / mb, [alpha, 1.0 - alpha])
-    return float(np.median(cur) / np.median(base)), float(lo), float(hi)
+    lo, hi = np.quantile(ratios, [alpha, 1.0 - alpha])
+    return float(np.median(np.concatenate(cur)) / np.median(np.concatenate(base))), float(lo), float(hi)
 
 
 def check_size(key: str, size: int, base_size: int | None, t: Thresholds) -> list[Verdict]:
@@ -105,7 +124,7 @@ def check_accuracy(key: str, metrics: dict | None, base_metrics: dict | None, t:
     return out
 
 
-def check_latency(key: str, current: list[float] | None, baseline: list[float] | None, t: Thresholds,
+def check_latency(key: str, current: list | None, baseline: list | None, t: Thresholds,
                   confidence: float = 0.95, resamples: int = 2000) -> list[Verdict]:
     if t.max_latency_regression_pct is None:
         return []
@@ -114,14 +133,17 @@ def check_latency(key: str, current: list[float] | None, baseline: list[float] |
         if samples is None:
             return [Verdict(key, name, "error", detail=f"no raw latencies in {side}: benchmark it (edgeprep bench "
                                                        "or [bench] in the target)")]
-        if len(samples) < MIN_SAMPLES:
-            return [Verdict(key, name, "error", detail=f"{len(samples)} latency samples in {side}; at least "
+        count = sum(g.size for g in _groups(samples))
+        if count < MIN_SAMPLES:
+            return [Verdict(key, name, "error", detail=f"{count} latency samples in {side}; at least "
                                                        f"{MIN_SAMPLES} are needed to judge a regression")]
     point, lo, hi = median_ratio(current, baseline, confidence, resamples)
     limit = 1.0 + t.max_latency_regression_pct / 100.0
     status = "fail" if lo > limit else "pass"
-    detail = (f"median {np.median(current):.4g} ms vs {np.median(baseline):.4g} ms: x{point:.3f} "
-              f"[{lo:.3f}, {hi:.3f}] at {confidence:.0%}; fails only if the whole interval is above x{limit:.3f}")
+    med_c, med_b = (float(np.median(np.concatenate(_groups(x)))) for x in (current, baseline))
+    processes = f"{len(_groups(current))} vs {len(_groups(baseline))} processes"
+    detail = (f"median {med_c:.4g} ms vs {med_b:.4g} ms: x{point:.3f} [{lo:.3f}, {hi:.3f}] at {confidence:.0%} "
+              f"({processes}); fails only if the whole interval is above x{limit:.3f}")
     return [Verdict(key, name, status, round(100.0 * (point - 1.0), 3), None, t.max_latency_regression_pct,
                     detail, (round(lo, 5), round(hi, 5)))]
 
@@ -157,8 +179,8 @@ def _key(entry: dict) -> str:
     return Path(entry["path"]).name
 
 
-def evaluate(report: dict, baseline: dict | None, gates: Gates, latencies: dict[str, list[float]],
-             base_latencies: dict[str, list[float]]) -> dict:
+def evaluate(report: dict, baseline: dict | None, gates: Gates, latencies: dict[str, list],
+             base_latencies: dict[str, list]) -> dict:
     """Every verdict for ``report`` against ``baseline`` under ``gates``; the gate result as a JSON-ready dict."""
     verdicts: list[Verdict] = []
     base_by_key = {_key(a): a for a in (baseline or {}).get("artifacts", [])}

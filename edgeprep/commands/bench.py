@@ -31,6 +31,9 @@ from edgeprep.commands._common import (
 @click.option("--threads", type=click.IntRange(min=1), help="Runtime threads (default: [bench] threads, else the "
                                                             "target's, else 2).")
 @click.option("--runs", type=click.IntRange(min=1), help="Timed iterations per artifact (default: [bench] runs, 100).")
+@click.option("--repeats", type=click.IntRange(min=1),
+              help="Fresh processes per artifact (default: [bench] repeats, 3); the gate's statistics use the "
+                   "spread between them.")
 @click.option("--warmup", type=click.IntRange(min=0), help="Untimed iterations after the first (default 10).")
 @click.option("--min-time", type=click.FloatRange(min=0), metavar="SECONDS",
               help="Iterate until this much measured time has passed, if longer than --runs (default 0).")
@@ -49,8 +52,8 @@ from edgeprep.commands._common import (
 @preprocess_options
 @click.pass_context
 def bench(ctx: click.Context, artifacts: tuple[Path, ...], target_name: str | None, data: Path | None,
-          model: Path | None, threads: int | None, runs: int | None, warmup: int | None, min_time: float | None,
-          timeout: float | None, instructions: bool | None, samples: int | None, out: Path,
+          model: Path | None, threads: int | None, runs: int | None, repeats: int | None, warmup: int | None,
+          min_time: float | None, timeout: float | None, instructions: bool | None, samples: int | None, out: Path,
           history_path: Path | None, no_history: bool, **kw) -> int:
     """Benchmark ARTIFACTS (.tflite, OpenVINO .xml) with device_bench, each in a fresh process.
 
@@ -73,8 +76,9 @@ def bench(ctx: click.Context, artifacts: tuple[Path, ...], target_name: str | No
     target = load_target(target_name) if target_name else None
     reporter = make_reporter(ctx)
     base = (target.bench if target else None) or BenchConfig()
-    overrides = {k: v for k, v in {"runs": runs, "warmup": warmup, "min_seconds": min_time, "threads": threads,
-                                   "timeout_seconds": timeout, "instructions": instructions}.items() if v is not None}
+    overrides = {k: v for k, v in {"runs": runs, "repeats": repeats, "warmup": warmup, "min_seconds": min_time,
+                                   "threads": threads, "timeout_seconds": timeout,
+                                   "instructions": instructions}.items() if v is not None}
     try:
         config = dataclasses.replace(base, **overrides)
     except ValueError as exc:
@@ -170,7 +174,7 @@ def _bench_each(arts, config, default_threads, prepared: _Prepared, target, root
     gates = target.gates if target else Gates()
     entries, latencies = [], {}
     for art in arts:
-        with reporter.step(f"Benchmarking {art.path.name} ({config.runs} runs, fresh process)"):
+        with reporter.step(f"Benchmarking {art.path.name} ({config.repeats} processes x {config.runs} runs)"):
             outcome = bench_artifact(art, config, default_threads, prepared.npz)
         thresholds = gates.for_precision(art.precision)
         values = outcome.metrics

@@ -1,7 +1,8 @@
 """The ``[bench]`` table of a target profile: how ``edgeprep run`` benchmarks each artifact (device_bench).
 
     [bench]
-    runs = 100              # timed iterations per artifact (at least)
+    runs = 100              # timed iterations per process (at least)
+    repeats = 3             # fresh processes per artifact: the gate's statistics need the between-process spread
     warmup = 10             # untimed iterations after the first inference
     min_seconds = 0.0       # ... or keep iterating until this much measured time has passed
     timeout_seconds = 300   # a benchmark still running then is stopped and reported as an error
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class BenchConfig:
     runs: int = 100
+    repeats: int = 3
     warmup: int = 10
     min_seconds: float = 0.0
     threads: int | None = None          # default: the target's threads
@@ -29,6 +31,8 @@ class BenchConfig:
     def __post_init__(self) -> None:
         if self.runs < 1:
             raise ValueError("runs must be >= 1")
+        if self.repeats < 1:
+            raise ValueError("repeats must be >= 1")
         if self.warmup < 0:
             raise ValueError("warmup must be >= 0")
         if self.min_seconds < 0:

@@ -38,11 +38,12 @@ def _pyplot():
     return plt
 
 
-def latency_plot(latencies: dict[str, list[float]]) -> str:
+def latency_plot(latencies: dict[str, list[list[float]]]) -> str:
     plt = _pyplot()
     names = list(latencies)
     fig, ax = plt.subplots(figsize=(9, 0.6 * len(names) + 1.5))
-    ax.boxplot([latencies[n] for n in names], vert=False, whis=(1, 99), showfliers=True, tick_labels=names,
+    pooled = [[v for group in latencies[n] for v in group] for n in names]
+    ax.boxplot(pooled, vert=False, whis=(1, 99), showfliers=True, tick_labels=names,
                flierprops={"markersize": 2})
     ax.set_xlabel("latency per inference (ms); box: p25-p75, whiskers: p1-p99")
     ax.set_title("Latency distribution")

@@ -9,7 +9,7 @@ results are kept. An artifact no runtime here executes (Core ML on Linux) is ``u
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from device_bench.bench import Job
@@ -29,7 +29,7 @@ class BenchOutcome:
     """One artifact's benchmark: the report's ``bench`` object, its raw latencies and any measured metrics."""
 
     bench: dict
-    latencies_ms: tuple[float, ...] = ()
+    latencies_ms: tuple[tuple[float, ...], ...] = ()      # one tuple per benchmark process
     metrics: dict | None = None
 
     @property
@@ -50,20 +50,45 @@ def bench_artifact(artifact: Artifact, config: BenchConfig, threads: int | None 
         return BenchOutcome({"status": "unavailable", "error": artifact.unavailable_reason or "no runtime here",
                              "transport": config.transport})
     job = job_for(artifact, config, threads, data)
-    try:
-        result = benchmark(job, config.transport, config.timeout_seconds)
-    except BenchFailed as exc:
-        return BenchOutcome({"status": "error", "error": str(exc), "kind": exc.kind, "runner": job.runtime,
-                             "threads": job.threads, "transport": config.transport})
-    bench = {"status": "ok", **result["bench"], "transport": config.transport, "latencies_file": LATENCIES_FILE,
-             "executed_by": result["runtime"]}
+    results = []
+    for i in range(config.repeats):
+        try:   # the evaluation data is read once, by the first process
+            results.append(benchmark(job if i == 0 else replace(job, data=None), config.transport,
+                                     config.timeout_seconds))
+        except BenchFailed as exc:
+            return BenchOutcome({"status": "error", "error": str(exc), "kind": exc.kind, "runner": job.runtime,
+                                 "threads": job.threads, "transport": config.transport})
+    bench = {"status": "ok", **combine(results), "transport": config.transport, "latencies_file": LATENCIES_FILE,
+             "executed_by": results[0]["runtime"]}
     if config.instructions:
         try:
             bench["instructions"] = count_instructions(Job(job.artifact, job.runtime, 1, job.options),
                                                        config.transport, config.timeout_seconds * 3)
         except BenchFailed as exc:
             bench["instructions"] = {"error": str(exc)}
-    return BenchOutcome(bench, tuple(result["latencies_ms"]), result.get("metrics"))
+    return BenchOutcome(bench, tuple(tuple(r["latencies_ms"]) for r in results), results[0].get("metrics"))
+
+
+def combine(results: list[dict]) -> dict:
+    """One bench object from several processes: latency statistics over all iterations, the median process's
+    load and first-inference times, the largest peak RSS, and each process's median latency."""
+    import statistics
+
+    from device_bench.measure import latency_stats
+
+    first = results[0]["bench"]
+    if len(results) == 1:
+        return {**first, "repeats": 1, "process_p50_ms": [first["latency_ms"]["p50"]]}
+    pooled = [v for r in results for v in r["latencies_ms"]]
+    worst = max(results, key=lambda r: r["bench"]["peak_rss_bytes"])["bench"]
+    seconds = sum(r["bench"]["measured_seconds"] for r in results)
+    return {**first, "repeats": len(results), "iterations": len(pooled),
+            "load_ms": statistics.median(r["bench"]["load_ms"] for r in results),
+            "first_inference_ms": statistics.median(r["bench"]["first_inference_ms"] for r in results),
+            "measured_seconds": round(seconds, 4), "throughput_ips": round(len(pooled) / seconds, 3),
+            "latency_ms": latency_stats(pooled), "peak_rss_bytes": worst["peak_rss_bytes"],
+            "runtime_rss_bytes": worst["runtime_rss_bytes"], "rss_delta_bytes": worst["rss_delta_bytes"],
+            "process_p50_ms": [r["bench"]["latency_ms"]["p50"] for r in results]}
 
 
 def failed_check(outcome: BenchOutcome) -> dict | None:
@@ -89,25 +114,31 @@ def artifact_key(entry: dict) -> str:
     return Path(entry["path"]).name
 
 
-def write_latencies(directory: Path, latencies: dict[str, tuple[float, ...]]) -> Path:
-    """The side file of raw per-iteration latencies (milliseconds), keyed by artifact file name."""
+def write_latencies(directory: Path, latencies: dict[str, tuple[tuple[float, ...], ...]]) -> Path:
+    """The side file of raw per-iteration latencies (milliseconds), keyed by artifact file name: one list per
+    benchmark process."""
     with atomic_path(Path(directory) / LATENCIES_FILE) as tmp:
         tmp.write_text(json.dumps({"schema_version": LATENCIES_VERSION, "unit": "ms",
-                                   "artifacts": {k: list(v) for k, v in latencies.items()}}) + "\n")
+                                   "artifacts": {k: [list(p) for p in v] for k, v in latencies.items()}}) + "\n")
     return Path(directory) / LATENCIES_FILE
 
 
-def read_latencies(report: dict, directory: Path) -> dict[str, list[float]]:
+def _groups(raw: list) -> list[list[float]]:
+    """Latencies as one list per process (a flat list is one process)."""
+    return [list(g) for g in raw] if raw and isinstance(raw[0], list) else [list(raw)]
+
+
+def read_latencies(report: dict, directory: Path) -> dict[str, list[list[float]]]:
     """Raw latencies of every benchmarked artifact of ``report``: inlined (``bench.latencies_ms``, as in a
     baseline file) or from the side file beside it. A side file that is named but missing is an error."""
-    out: dict[str, list[float]] = {}
+    out: dict[str, list[list[float]]] = {}
     side: dict | None = None
     for a in report["artifacts"]:
         bench = a.get("bench") or {}
         if bench.get("status") != "ok":
             continue
         if "latencies_ms" in bench:
-            out[artifact_key(a)] = list(bench["latencies_ms"])
+            out[artifact_key(a)] = _groups(bench["latencies_ms"])
             continue
         if side is None:
             path = Path(directory) / bench.get("latencies_file", LATENCIES_FILE)
@@ -120,7 +151,7 @@ def read_latencies(report: dict, directory: Path) -> dict[str, list[float]]:
                 raise InputError(f"{path}: latencies file version {side.get('schema_version')!r}, this edgeprep "
                                  f"reads version {LATENCIES_VERSION}", "re-run the benchmark")
         if artifact_key(a) in side.get("artifacts", {}):
-            out[artifact_key(a)] = side["artifacts"][artifact_key(a)]
+            out[artifact_key(a)] = _groups(side["artifacts"][artifact_key(a)])
     return out
 
 
@@ -146,7 +177,7 @@ def bench_all(ctx, artifacts: list[Artifact], entries: list[dict]) -> None:
     latencies = {}
     with ctx.timed("bench"):
         for art, entry in zip(artifacts, entries):
-            with ctx.reporter.step(f"Benchmarking {art.label} ({config.runs} runs, fresh process)"):
+            with ctx.reporter.step(f"Benchmarking {art.label} ({config.repeats} processes x {config.runs} runs)"):
                 outcome = bench_artifact(art, config, ctx.target.threads)
             attach(entry, outcome)
             if outcome.ok:

@@ -1,0 +1,251 @@
+"""The regression gate: pure checks by hand, then real benchmarks of real artifacts judged by `edgeprep gate`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import MANIFEST
+
+from edgeprep.config.gates import Gates, Thresholds
+from edgeprep.gate import check_accuracy, check_latency, check_size, evaluate, median_ratio
+
+# ---------------------------------------------------------------- pure functions
+
+
+def test_median_ratio_interval_separates_noise_from_a_shift():
+    rng = np.random.default_rng(1)
+    a = 1.0 + rng.exponential(0.05, 300)
+    b = 1.0 + rng.exponential(0.05, 300)
+    point, lo, hi = median_ratio(a, b)
+    assert lo < 1.0 < hi and abs(point - 1.0) < 0.02
+    point, lo, hi = median_ratio(1.3 * a, b)
+    assert 1.25 < lo < point < hi < 1.36
+
+
+def test_latency_fails_only_when_the_whole_interval_is_above_the_threshold():
+    rng = np.random.default_rng(2)
+    base = list(1.0 + rng.exponential(0.05, 200))
+    t = Thresholds(max_latency_regression_pct=10.0)
+    assert check_latency("m", [1.5 * v for v in base], base, t)[0].status == "fail"
+    assert check_latency("m", [1.05 * v for v in base], base, t)[0].status == "pass"    # below the threshold
+    noisy = list(1.0 + rng.exponential(2.0, 12))      # 12 wild samples: median x1.1 cannot be told from noise
+    v = check_latency("m", [1.1 * x for x in noisy], noisy[::-1], t)[0]
+    assert v.status == "pass" and v.interval[0] < 1.1
+    assert check_latency("m", base[:5], base, t)[0].status == "error"                    # too few samples
+    assert check_latency("m", None, base, t)[0].status == "error"
+    assert check_latency("m", base, base, Thresholds()) == []                            # not asked for
+
+
+def test_size_and_accuracy_checks_by_hand():
+    t = Thresholds(max_size_bytes=1000, max_size_growth_pct=10.0, max_accuracy_drop_vs_baseline=0.5,
+                   max_accuracy_drop=1.0)
+    by = {v.check: v for v in check_size("m", 1050, 1000, t)}
+    assert by["max_size_bytes"].status == "fail" and by["max_size_growth_pct"].status == "pass"
+    assert by["max_size_growth_pct"].value == 5.0
+    assert check_size("m", 1200, 1000, t)[1].status == "fail"
+    by = {v.check: v for v in check_accuracy("m", {"accuracy": 0.90, "accuracy_drop": 0.4}, {"accuracy": 0.907}, t)}
+    assert by["max_accuracy_drop"].status == "pass"
+    assert by["max_accuracy_drop_vs_baseline"].status == "fail" and by["max_accuracy_drop_vs_baseline"].value == 0.9
+    missing = check_accuracy("m", {"accuracy": 0.9}, None, t)
+    assert {v.check: v.status for v in missing} == {"max_accuracy_drop": "error",
+                                                     "max_accuracy_drop_vs_baseline": "error"}
+
+
+def _entry(name, size=100, bench=None, metrics=None, precision="int8"):
+    return {"path": name, "format": "tflite", "precision": precision, "size_bytes": size, "metrics": metrics,
+            "bench": bench}
+
+
+def test_evaluate_fails_closed():
+    gates = Gates(max_size_growth_pct=5.0, max_latency_regression_pct=10.0)
+    ok = {"status": "ok", "runner": "litert", "threads": 1}
+    lat = {"m.tflite": [1.0] * 20}
+    report = {"artifacts": [_entry("m.tflite", bench=ok)]}
+    assert evaluate(report, report, gates, lat, lat)["status"] == "passed"
+    gone = evaluate({"artifacts": []}, report, gates, {}, lat)
+    assert gone["status"] == "error" and "missing from the report" in gone["verdicts"][0]["detail"]
+    other = {"artifacts": [_entry("m.tflite", bench={**ok, "threads": 4})]}
+    assert evaluate(report, other, gates, lat, lat)["status"] == "error"                 # not comparable
+    new = evaluate({"artifacts": [_entry("n.tflite", bench=ok)]}, report, gates, {"n.tflite": [1.0] * 20}, lat)
+    assert new["status"] == "error"
+    assert evaluate(report, report, Gates(), lat, lat)["status"] == "error"               # nothing to check
+    unbenched = {"artifacts": [_entry("m.tflite", bench={"status": "error", "error": "x"})]}
+    assert evaluate(unbenched, report, gates, {}, lat)["status"] == "error"
+
+
+def test_gates_table_validates_the_new_thresholds():
+    from edgeprep.config import from_mapping
+    from edgeprep.errors import ConfigError
+
+    g = from_mapping(Gates, {"max_latency_regression_pct": 10, "int8": {"max_size_growth_pct": 2}}, "[gates]")
+    assert g.for_precision("int8").max_size_growth_pct == 2 and g.for_precision("int8").max_latency_regression_pct == 10
+    with pytest.raises(ConfigError, match="max_latency_regression_pct must be >= 0"):
+        from_mapping(Gates, {"max_latency_regression_pct": -1}, "[gates]")
+    with pytest.raises(ConfigError, match="latency_confidence"):
+        from_mapping(Gates, {"latency_confidence": 1.5}, "[gates]")
+
+# ---------------------------------------------------------------- real benchmarks, real reports
+
+
+GATE_TARGET = """name = "gate-test"
+description = "small CNN on LiteRT, one thread"
+formats = ["tflite"]
+precisions = ["fp32", "int8"]
+threads = 1
+[bench]
+runs = 200
+repeats = 3
+warmup = 20
+[gates]
+max_size_growth_pct = 10.0
+max_accuracy_drop_vs_baseline = 1.0
+max_latency_regression_pct = 100.0
+"""
+# 100 %: the small CNN runs in ~10 us, where this shared machine moves a process's median by up to 60 %; the heavy
+# CNN is over 100 times slower. (Realistic thresholds and the false-positive rate: tests/benchmarks/bench_harness.)
+LATENCY_ONLY = GATE_TARGET.split("[gates]")[0] + "[gates]\nmax_latency_regression_pct = 100.0\n"
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory, trained_small):
+    """Artifacts of the small CNN (fp32, int8), a damaged int8 copy and a heavy fp32 CNN, plus two targets."""
+    import keras
+    from test_bench import build_wide_cnn
+
+    from edgeprep.config.formats import TFLiteOptions
+    from edgeprep.data import load_data
+    from edgeprep.models import load_model
+    from edgeprep.stages.convert import convert
+
+    d = tmp_path_factory.mktemp("gate")
+    calib = load_data(MANIFEST).calibration
+    small = load_model(trained_small)
+    convert(small, "tflite", "fp32", TFLiteOptions(), d / "small.fp32.tflite")
+    convert(small, "tflite", "int8", TFLiteOptions(), d / "small.int8.tflite", calibration=calib,
+            calibration_samples=100)
+    damaged = keras.models.load_model(trained_small)
+    dense = damaged.layers[-1]
+    kernel, bias = dense.get_weights()
+    dense.set_weights([np.roll(kernel, 1, axis=1), bias])    # classes shifted by one: a broken export
+    damaged.save(d / "damaged.keras")
+    convert(load_model(d / "damaged.keras"), "tflite", "int8", TFLiteOptions(), d / "damaged.int8.tflite",
+            calibration=calib, calibration_samples=100)
+    build_wide_cnn().save(d / "wide.keras")
+    convert(load_model(d / "wide.keras"), "tflite", "fp32", TFLiteOptions(), d / "wide.fp32.tflite")
+    (d / "gate.toml").write_text(GATE_TARGET)
+    (d / "latency.toml").write_text(LATENCY_ONLY)
+    return d
+
+
+def bench_run(scene, tmp_path, name, fp32="small.fp32.tflite", int8="small.int8.tflite"):
+    """`edgeprep bench` on m.fp32.tflite and m.int8.tflite, which hold the given artifacts."""
+    from edgeprep.cli import main
+
+    src = tmp_path / f"{name}-artifacts"
+    src.mkdir()
+    shutil.copy(scene / fp32, src / "m.fp32.tflite")
+    shutil.copy(scene / int8, src / "m.int8.tflite")
+    out = tmp_path / name
+    code = main(["-q", "bench", str(src / "m.fp32.tflite"), str(src / "m.int8.tflite"), "--target",
+                 str(scene / "gate.toml"), "--data", str(MANIFEST), "--samples", "400", "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def gate(*args: str) -> int:
+    from edgeprep.cli import main
+
+    return main(["gate", *args])
+
+
+@pytest.fixture(scope="module")
+def baseline(scene, tmp_path_factory):
+    import os
+
+    tmp = tmp_path_factory.mktemp("baseline")
+    os.environ["EDGEPREP_HISTORY"] = str(tmp / "history.sqlite")
+    os.environ["EDGEPREP_COMMIT"] = "feedface0123"
+    try:
+        run_dir = bench_run(scene, tmp, "base")
+    finally:
+        os.environ.pop("EDGEPREP_COMMIT")
+    code = gate(str(run_dir), "--baseline", str(tmp / "baseline.json"), "--update-baseline")
+    assert code == 0 and (tmp / "baseline.json").is_file()
+    return tmp / "baseline.json"
+
+
+def verdicts(path) -> dict:
+    return {(v["artifact"], v["check"]): v["status"] for v in json.loads(path.read_text())["verdicts"]}
+
+
+@pytest.mark.slow
+def test_two_runs_of_the_same_model_pass(scene, baseline, tmp_path):
+    run_dir = bench_run(scene, tmp_path, "same")
+    code = gate(str(run_dir), "--baseline", str(baseline), "--json", str(tmp_path / "g.json"),
+                   "--markdown", str(tmp_path / "g.md"), "--junit", str(tmp_path / "g.xml"),
+                   "--html", str(tmp_path / "g.html"))
+    got = verdicts(tmp_path / "g.json")
+    assert code == 0, got
+    assert got[("m.int8.tflite", "max_latency_regression_pct")] == "pass" and len(got) == 6
+    assert "Gate vs" in (tmp_path / "g.md").read_text() and "PASSED" in (tmp_path / "g.md").read_text()
+    assert 'failures="0"' in (tmp_path / "g.xml").read_text()
+    assert (tmp_path / "g.html").read_text().count("data:image/png") >= 3
+    # the same baseline picked from the run history by commit prefix
+    assert gate(str(run_dir), "--baseline-ref", "feedface") == 0
+
+
+@pytest.mark.slow
+def test_fp32_in_place_of_int8_is_a_size_regression(scene, baseline, tmp_path):
+    run_dir = bench_run(scene, tmp_path, "size", int8="small.fp32.tflite")
+    code = gate(str(run_dir), "--baseline", str(baseline), "--json", str(tmp_path / "g.json"))
+    assert code == 1
+    assert verdicts(tmp_path / "g.json")[("m.int8.tflite", "max_size_growth_pct")] == "fail"
+
+
+@pytest.mark.slow
+def test_a_damaged_model_is_an_accuracy_regression(scene, baseline, tmp_path):
+    run_dir = bench_run(scene, tmp_path, "acc", int8="damaged.int8.tflite")
+    code = gate(str(run_dir), "--baseline", str(baseline), "--json", str(tmp_path / "g.json"))
+    got = verdicts(tmp_path / "g.json")
+    assert code == 1
+    assert got[("m.int8.tflite", "max_accuracy_drop_vs_baseline")] == "fail"
+    assert got[("m.int8.tflite", "max_size_growth_pct")] == "pass"
+
+
+@pytest.mark.slow
+def test_a_clearly_larger_model_is_a_latency_regression(scene, baseline, tmp_path):
+    run_dir = bench_run(scene, tmp_path, "lat", fp32="wide.fp32.tflite")
+    code = gate(str(run_dir), "--baseline", str(baseline), "--target", str(scene / "latency.toml"),
+                   "--json", str(tmp_path / "g.json"))
+    got = verdicts(tmp_path / "g.json")
+    assert code == 1
+    assert got == {("m.fp32.tflite", "max_latency_regression_pct"): "fail",
+                   ("m.int8.tflite", "max_latency_regression_pct"): "pass"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage, fragment", [
+    ("schema", "report schema version 2, this edgeprep reads version 1"),
+    ("corrupt", "not valid JSON"),
+    ("no-latencies", "cannot read the raw latencies"),
+    ("missing", "baseline not found"),
+])
+def test_an_unusable_baseline_is_an_error_never_a_pass(scene, baseline, tmp_path, capsys, damage, fragment):
+    data = json.loads(baseline.read_text())
+    bad = tmp_path / "bad.json"
+    if damage == "schema":
+        bad.write_text(json.dumps({**data, "schema_version": 2}))
+    elif damage == "corrupt":
+        bad.write_text(baseline.read_text()[:200])
+    elif damage == "no-latencies":
+        for a in data["artifacts"]:
+            a["bench"].pop("latencies_ms")
+        bad.write_text(json.dumps(data))
+    capsys.readouterr()
+    code = gate(str(baseline.parent / "base"), "--baseline", str(bad))
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("edgeprep: error:") and fragment in err and "Traceback" not in err
