@@ -130,3 +130,13 @@ def trend(path: Path | None = None, target: str | None = None, limit: int = 50) 
         "ORDER BY r.id", ([target] if target else []) + [limit]).fetchall()
     con.close()
     return [dict(r) for r in rows]
+
+
+def try_record(report: dict, report_path: Path, path: Path | None = None, warn=None) -> Path | None:
+    """``record``, but a history that cannot be written is a warning: the run itself succeeded."""
+    try:
+        return record(report, report_path, path)
+    except (InputError, OSError, sqlite3.Error) as exc:
+        if warn:
+            warn(f"run not recorded in the history: {exc}")
+        return None

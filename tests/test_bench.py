@@ -149,8 +149,8 @@ def test_edgeprep_bench_writes_a_report_and_keeps_results_when_one_hangs(arts, t
     out = tmp_path / "b"
     # 20000 runs: about 0.2 s for the small model, about a minute for the heavy one, which is stopped at 8 s.
     code = main(["-q", "bench", str(arts["int8"].path), str(arts["wide"].path), "--data", str(MANIFEST),
-                 "--samples", "200", "--runs", "20000", "--repeats", "1", "--warmup", "1", "--threads", "1", "--timeout", "8",
-                 "--out", str(out)])
+                 "--samples", "200", "--runs", "20000", "--repeats", "1", "--warmup", "1", "--threads", "1",
+                 "--timeout", "8", "--out", str(out)])
     assert code == 1
     report = load_report(out)
     small, wide = report["artifacts"]
@@ -178,7 +178,8 @@ def test_run_benchmarks_per_the_target_profile(arts, trained_small, tmp_path, mo
     from edgeprep.targets import parse_target
 
     target = parse_target('name = "b"\ndescription = "d"\nformats = ["tflite"]\nprecisions = ["fp32"]\n'
-                          'threads = 1\n[verify]\nsamples = 200\n[bench]\nruns = 30\nrepeats = 2\nwarmup = 2\n', "inline")
+                          'threads = 1\n[verify]\nsamples = 200\n[bench]\nruns = 30\nrepeats = 2\nwarmup = 2\n',
+                          "inline")
     result = run(trained_small, target, MANIFEST, tmp_path / "run")
     entry = load_report(result.out_dir)["artifacts"][0]
     assert entry["bench"]["iterations"] == 60 and entry["bench"]["threads"] == 1 and entry["bench"]["repeats"] == 2

@@ -109,8 +109,9 @@ def bench(ctx: click.Context, artifacts: tuple[Path, ...], target_name: str | No
         shutil.rmtree(staging, ignore_errors=True)
     print_table(report)
     if not no_history:
-        where = history.record(report, out / "report.json", history_path)
-        click.echo(f"history: {where}")
+        where = history.try_record(report, out / "report.json", history_path, reporter.warn)
+        if where:
+            click.echo(f"history: {where}")
     click.echo(f"report: {out / 'report.json'}")
     return EXIT_OK if report["summary"]["status"] == "passed" else EXIT_FAILED_CHECK
 

@@ -45,5 +45,8 @@ def run(ctx: click.Context, model: Path, target_name: str, data: Path | None, ca
     result = run_pipeline(model, target, data, out, calibration_path=calib_data,
                           cli_preprocess=collect_preprocess(kw), reporter=reporter)
     print_table(result.report)
+    from edgeprep.history import try_record
+
+    try_record(result.report, result.out_dir / "report.json", warn=reporter.warn)
     click.echo(f"report: {result.out_dir / 'report.json'}")
     return EXIT_OK if result.passed else EXIT_FAILED_CHECK

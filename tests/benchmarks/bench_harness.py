@@ -1,0 +1,157 @@
+"""device_bench against the vendors' own tools, memory, instruction counts, and the gate's false-positive rate.
+
+1. Agreement: the same artifacts, threads and iteration counts through device_bench, ``litert-benchmark``
+   (ai-edge-litert) and OpenVINO's ``benchmark_app``, interleaved over several rounds; prints the ratio of the
+   median latencies (goal: within +-5 %). Both vendor tools print medians rounded to 0.01 ms, so a heavy CNN
+   (milliseconds per inference) is measured beside the example model (a tenth of a millisecond).
+2. Peak RSS, the runtime alone, and their difference, per artifact.
+3. Instructions per inference with valgrind's callgrind (1 thread) per artifact.
+4. The gate's false-positive rate: repeated identical benchmarks (3 processes each) compared pairwise with the
+   hierarchical bootstrap, beside what an iteration-only bootstrap of single processes would have flagged.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from conftest import EXAMPLE_MODEL, MANIFEST
+
+THREADS = 2
+ROUNDS = 3
+RUNS = {"small": 500, "heavy": 100}
+BIN = Path(sys.executable).parent
+
+
+def vendor_litert(path: Path, runs: int, tmp: Path) -> float:
+    out = tmp / "litert.json"
+    subprocess.run([str(BIN / "litert-benchmark"), "--model", str(path), "--num_threads", str(THREADS),
+                    "--num_runs", str(runs), "--warmup_runs", "10", "--result_json", str(out)],
+                   capture_output=True, text=True, check=True, timeout=600)
+    return float(json.loads(out.read_text())["latency"]["median_ms"])
+
+
+def vendor_openvino(path: Path, runs: int, tmp: Path) -> float:
+    # benchmark_app allows -nthreads only with -hint none: one stream, synchronous, like the LATENCY hint here.
+    done = subprocess.run([str(BIN / "benchmark_app"), "-m", str(path), "-d", "CPU", "-hint", "none", "-nstreams",
+                           "1", "-api", "sync", "-nthreads", str(THREADS), "-niter", str(runs), "-infer_precision",
+                           "f32"], capture_output=True, text=True, check=True, timeout=600)
+    return float(re.search(r"Median:\s+([\d.]+) ms", done.stdout).group(1))
+
+
+def convert_all(tmp: Path) -> dict[str, tuple[Path, str, str]]:
+    """name -> (artifact, runner, size class) for the example model and a heavy CNN."""
+    from test_bench import build_wide_cnn
+
+    from edgeprep.config.formats import OpenVINOOptions, TFLiteOptions
+    from edgeprep.data import load_data
+    from edgeprep.models import load_model
+    from edgeprep.stages.convert import convert
+
+    calib = load_data(MANIFEST).calibration
+    example = load_model(EXAMPLE_MODEL)
+    build_wide_cnn(channels=64).save(tmp / "heavy.keras")
+    heavy = load_model(tmp / "heavy.keras")
+    out = {}
+    for model, size in ((example, "small"), (heavy, "heavy")):
+        for fmt, opts, suffix, runner in (("tflite", TFLiteOptions(), ".tflite", "litert"),
+                                          ("openvino", OpenVINOOptions(), ".xml", "openvino")):
+            for precision in ("fp32", "int8") if size == "small" else ("fp32",):
+                path = tmp / f"{model.name}.{precision}{suffix}"
+                convert(model, fmt, precision, opts, path, calibration=calib, calibration_samples=300, workdir=tmp)
+                out[path.name] = (path, runner, size)
+    return out
+
+
+def agreement(arts, tmp) -> dict[str, dict]:
+    from device_bench.bench import Job
+    from device_bench.harness import benchmark
+
+    print(f"\n1. median latency, device_bench vs the vendor tool ({THREADS} threads, {ROUNDS} interleaved rounds)")
+    print(f"{'artifact':<34}{'runs':>6}{'ours ms':>10}{'vendor ms':>11}{'ratio':>8}  vendor tool")
+    results = {}
+    for name, (path, runner, size) in arts.items():
+        ours, theirs, last = [], [], None
+        for _ in range(ROUNDS):
+            last = benchmark(Job(str(path), runner, THREADS, runs=RUNS[size], warmup=10), timeout=600)
+            ours.append(last["bench"]["latency_ms"]["p50"])
+            theirs.append((vendor_litert if runner == "litert" else vendor_openvino)(path, RUNS[size], tmp))
+        o, v = statistics.median(ours), statistics.median(theirs)
+        tool = "litert-benchmark" if runner == "litert" else "benchmark_app"
+        print(f"{name:<34}{RUNS[size]:>6}{o:>10.4f}{v:>11.2f}{o / v:>8.3f}  {tool}")
+        results[name] = last["bench"]
+    return results
+
+
+def memory(benches: dict[str, dict]) -> None:
+    print("\n2. memory of the benchmark process (VmHWM), MiB")
+    print(f"{'artifact':<34}{'runtime alone':>14}{'peak':>10}{'delta':>10}")
+    for name, b in benches.items():
+        print(f"{name:<34}{b['runtime_rss_bytes'] / 2**20:>14.1f}{b['peak_rss_bytes'] / 2**20:>10.1f}"
+              f"{b['rss_delta_bytes'] / 2**20:>10.1f}")
+
+
+def instructions(arts) -> None:
+    from device_bench.bench import Job
+    from device_bench.harness import count_instructions
+
+    print("\n3. instructions per inference (valgrind --tool=callgrind, 1 thread, difference of 5 and 45 runs)")
+    if shutil.which("valgrind") is None:
+        print("   valgrind is not installed: skipped")
+        return
+    for name, (path, runner, _) in arts.items():
+        r = count_instructions(Job(str(path), runner, threads=1), timeout=1800)
+        print(f"{name:<34}{r['instructions_per_inference']:>14,}")
+
+
+def false_positives(arts, runs: int = 10) -> None:
+    from edgeprep.config.bench import BenchConfig
+    from edgeprep.config.gates import Thresholds
+    from edgeprep.gate import check_latency
+    from edgeprep.stages.bench import bench_artifact
+    from edgeprep.stages.convert import open_artifact
+
+    config = BenchConfig(runs=200, repeats=3, warmup=20)
+    thresholds = (5.0, 10.0, 20.0)
+    print(f"\n4. gate false positives: {runs} identical benchmarks per artifact ({config.repeats} processes x "
+          f"{config.runs} runs, {THREADS} threads), every pair compared ({runs * (runs - 1) // 2} comparisons)")
+    print(f"{'artifact':<34}" + "".join(f"{f'hier. {t:g}%':>11}" for t in thresholds)
+          + "".join(f"{f'1-proc {t:g}%':>12}" for t in thresholds))
+    for name in ("fashion_mnist_cnn.fp32.tflite", "fashion_mnist_cnn.int8.tflite", "fashion_mnist_cnn.fp32.xml"):
+        art = open_artifact(arts[name][0])
+        samples = [bench_artifact(art, config, THREADS).latencies_ms for _ in range(runs)]
+        pairs = list(itertools.combinations(range(runs), 2))
+        row = f"{name:<34}"
+        for single in (False, True):
+            for t in thresholds:
+                flagged = 0
+                for i, j in pairs:
+                    cur, base = (samples[j][:1], samples[i][:1]) if single else (samples[j], samples[i])
+                    flagged += check_latency(name, [list(p) for p in cur], [list(p) for p in base],
+                                             Thresholds(max_latency_regression_pct=t))[0].status == "fail"
+                row += f"{flagged:>8}/{len(pairs):<3}" if not single else f"{flagged:>9}/{len(pairs):<3}"
+        print(row)
+
+
+def main() -> int:
+    missing = [t for t in ("litert-benchmark", "benchmark_app") if not (BIN / t).exists()]
+    if missing:
+        print(f"missing vendor tools: {', '.join(missing)} (pip install ai-edge-litert openvino)")
+        return 1
+    os.environ.setdefault("EDGEPREP_HISTORY", os.devnull)
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        arts = convert_all(tmp)
+        benches = agreement(arts, tmp)
+        memory(benches)
+        false_positives(arts)
+        instructions(arts)
+    return 0
