@@ -189,3 +189,18 @@ def test_run_benchmarks_per_the_target_profile(arts, trained_small, tmp_path, mo
     assert [s["name"] for s in result.report["stages"]] == ["convert", "verify", "bench"]
     for name in ("report.json", "latencies.json", "summary.md", "junit.xml", "report.html"):
         assert (result.out_dir / name).is_file(), name
+
+
+def test_edgeprep_bench_refuses_a_corrupt_artifact_and_data_that_does_not_fit(arts, tmp_path, capsys):
+    from edgeprep.cli import main
+
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(arts["fp32"].path.read_bytes()[:3000])
+    assert main(["bench", str(broken), str(arts["fp32"].path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("edgeprep: error: broken.tflite: cannot read the tflite artifact") and err.count("\n") == 1
+    assert main(["bench", str(arts["fp32"].path), "--data", str(arts["dir"] / "bad_shape.npz"), "--out",
+                 str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "samples are 32x32x3 after preprocessing but small.fp32.tflite expects 28x28x1" in err
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))

@@ -174,7 +174,8 @@ def baseline(scene, tmp_path_factory):
         os.environ.pop("EDGEPREP_COMMIT")
     code = gate(str(run_dir), "--baseline", str(tmp / "baseline.json"), "--update-baseline")
     assert code == 0 and (tmp / "baseline.json").is_file()
-    return tmp / "baseline.json"
+    yield tmp / "baseline.json"
+    os.environ.pop("EDGEPREP_HISTORY")
 
 
 def verdicts(path) -> dict:
@@ -182,7 +183,7 @@ def verdicts(path) -> dict:
 
 
 @pytest.mark.slow
-def test_two_runs_of_the_same_model_pass(scene, baseline, tmp_path):
+def test_two_runs_of_the_same_model_pass(scene, baseline, tmp_path, capsys):
     run_dir = bench_run(scene, tmp_path, "same")
     code = gate(str(run_dir), "--baseline", str(baseline), "--json", str(tmp_path / "g.json"),
                    "--markdown", str(tmp_path / "g.md"), "--junit", str(tmp_path / "g.xml"),
@@ -193,8 +194,14 @@ def test_two_runs_of_the_same_model_pass(scene, baseline, tmp_path):
     assert "Gate vs" in (tmp_path / "g.md").read_text() and "PASSED" in (tmp_path / "g.md").read_text()
     assert 'failures="0"' in (tmp_path / "g.xml").read_text()
     assert (tmp_path / "g.html").read_text().count("data:image/png") >= 3
-    # the same baseline picked from the run history by commit prefix
+    # the same baseline picked from the run history by commit prefix; both runs are listed
     assert gate(str(run_dir), "--baseline-ref", "feedface") == 0
+    from edgeprep.cli import main
+
+    capsys.readouterr()
+    assert main(["history"]) == 0
+    listed = capsys.readouterr().out
+    assert "feedface01" in listed and listed.count("m.int8.tflite") == 2
 
 
 @pytest.mark.slow

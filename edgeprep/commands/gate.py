@@ -102,7 +102,10 @@ def gate(report_path: Path, baseline: Path | None, baseline_ref: str | None, tar
     if html:
         from edgeprep.report.html import html_report
 
-        trend = history.trend(history_path, target_meta.get("name"))
+        try:
+            trend = history.trend(history_path, target_meta.get("name"))
+        except InputError:      # no readable history: the report still gets its other plots
+            trend = []
         with atomic_path(html) as tmp:
             tmp.write_text(html_report(report, directory, baseline=base, gate=result, trend=trend))
     if json_path:
