@@ -5,7 +5,10 @@ The order is fixed so every figure means the same on every runtime:
 1. import the runtime (no model) and read the peak RSS: the runtime-alone memory baseline;
 2. load/compile the artifact (``load_ms``);
 3. one first inference, ``warmup`` more, then ``runs`` iterations or ``min_seconds``, whichever is longer, on a
-   deterministic random input already in the artifact's dtype;
+   deterministic random input already in the artifact's dtype. Each iteration is timed with ``perf_counter``
+   around ``invoke`` (``timer: "wall"``), or, where the runtime times its own inferences (OpenVINO's
+   ``InferRequest.latency``, what benchmark_app reports), by the runtime (``timer: "runtime"``; the wall times are
+   then in ``wall_latency_ms``);
 4. read the peak RSS again (before any evaluation data is loaded): ``peak_rss_bytes`` and its delta over 1;
 5. with ``data``, run the evaluation set for accuracy, agreement and SQNR.
 
@@ -73,7 +76,7 @@ def runtime_for(path: str) -> str | None:
 
 def run(job: Job) -> dict:
     """Benchmark ``job`` in this process and return the JSON-ready result (see the module docstring)."""
-    from device_bench.runners import get_runner
+    from device_bench.runners import Session, get_runner
 
     runner = get_runner(job.runtime)()
     runner.load_runtime()
@@ -85,8 +88,9 @@ def run(job: Job) -> dict:
     load_ms = (time.perf_counter() - start) * 1e3
     x = measure.sample_input((1, *session.input.shape[1:]), job.seed)
     fed = session.feed(x)
+    own = session.last_latency_ms if type(session).last_latency_ms is not Session.last_latency_ms else None
     timing = measure.time_calls(lambda: session.invoke(fed), runs=job.runs, warmup=job.warmup,
-                                min_seconds=job.min_seconds)
+                                min_seconds=job.min_seconds, own=own)
     peak_rss, _ = measure.peak_rss_bytes()
     result = {
         "device_bench": __version__,
@@ -99,6 +103,7 @@ def run(job: Job) -> dict:
             "warmup": len(timing.warmup_ms), "iterations": timing.iterations, "min_seconds": job.min_seconds,
             "measured_seconds": round(timing.seconds, 4), "throughput_ips": round(timing.throughput, 3),
             "latency_ms": measure.latency_stats(timing.samples_ms),
+            "timer": "runtime" if timing.wall_ms else "wall",
             "peak_rss_bytes": peak_rss, "runtime_rss_bytes": runtime_rss,
             "rss_delta_bytes": peak_rss - runtime_rss, "rss_source": rss_source,
             "input": f"random uniform [0, 1) float32, seed {job.seed}, batch 1",
@@ -107,6 +112,8 @@ def run(job: Job) -> dict:
         "latencies_ms": [round(v, 5) for v in timing.samples_ms],
         "metrics": None,
     }
+    if timing.wall_ms:
+        result["bench"]["wall_latency_ms"] = measure.latency_stats(timing.wall_ms)
     if job.data:
         result["metrics"] = evaluate(session, job.data)
     return result

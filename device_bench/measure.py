@@ -30,6 +30,7 @@ class Timing:
     warmup_ms: tuple[float, ...]
     samples_ms: tuple[float, ...]
     seconds: float              # wall time of the measured iterations alone
+    wall_ms: tuple[float, ...] = ()   # wall time per call, when samples_ms is the runtime's own timing
 
     @property
     def iterations(self) -> int:
@@ -42,9 +43,12 @@ class Timing:
 
 
 def time_calls(call: Callable[[], object], *, runs: int, warmup: int = 5, min_seconds: float = 0.0,
-               max_runs: int = 1_000_000) -> Timing:
+               max_runs: int = 1_000_000, own: Callable[[], float | None] | None = None) -> Timing:
     """Call ``call`` once (first inference), ``warmup`` more times, then until both ``runs`` calls and
-    ``min_seconds`` of measured time have passed (at most ``max_runs`` calls)."""
+    ``min_seconds`` of measured time have passed (at most ``max_runs`` calls).
+
+    ``own``, when given, returns the runtime's own timing of the call just made (ms): the samples are then those,
+    as the vendor's benchmark tool reports them, and the wall times are kept beside them."""
     if runs < 1:
         raise ValueError("runs must be >= 1")
     clock = time.perf_counter_ns
@@ -57,13 +61,18 @@ def time_calls(call: Callable[[], object], *, runs: int, warmup: int = 5, min_se
         call()
         warm.append((clock() - t) / 1e6)
     samples: list[float] = []
+    walls: list[float] = []
     start = clock()
     deadline = start + int(min_seconds * 1e9)
     while len(samples) < max_runs and (len(samples) < runs or clock() < deadline):
         t = clock()
         call()
-        samples.append((clock() - t) / 1e6)
-    return Timing(first, tuple(warm), tuple(samples), (clock() - start) / 1e9)
+        wall = (clock() - t) / 1e6
+        mine = own() if own else None
+        samples.append(wall if mine is None else mine)
+        walls.append(wall)
+    seconds = (clock() - start) / 1e9
+    return Timing(first, tuple(warm), tuple(samples), seconds, tuple(walls) if own else ())
 
 
 def percentile(values, q: float) -> float:

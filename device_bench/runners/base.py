@@ -85,6 +85,10 @@ class Session:
     def _infer(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def last_latency_ms(self) -> float | None:
+        """The runtime's own timing of the last ``invoke`` (ms), where it keeps one; None times it from outside."""
+        return None
+
     def describe(self) -> dict:
         """What actually executed: runtime, version, threads, precision, delegate."""
         raise NotImplementedError

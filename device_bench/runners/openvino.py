@@ -60,6 +60,10 @@ class OpenVINOSession(Session):
         self._request.infer()
         return self._request.get_output_tensor(0).data
 
+    def last_latency_ms(self) -> float | None:
+        """OpenVINO's own timing of the last inference (``InferRequest.latency``), which benchmark_app reports."""
+        return float(self._request.latency)
+
     def execution_precision(self) -> str:
         return str(self._compiled.get_property("INFERENCE_PRECISION_HINT")).replace("<Type: '", "").rstrip("'>")
 

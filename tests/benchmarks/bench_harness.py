@@ -111,9 +111,14 @@ def instructions(arts) -> None:
     if shutil.which("valgrind") is None:
         print("   valgrind is not installed: skipped")
         return
+    counts = {}
     for name, (path, runner, _) in arts.items():
-        r = count_instructions(Job(str(path), runner, threads=1), timeout=1800)
-        print(f"{name:<34}{r['instructions_per_inference']:>14,}")
+        counts[name] = count_instructions(Job(str(path), runner, threads=1), timeout=1800)
+        print(f"{name:<34}{counts[name]['instructions_per_inference']:>14,}")
+    name, (path, runner, _) = next(iter(arts.items()))
+    again = count_instructions(Job(str(path), runner, threads=1), timeout=1800)["instructions_per_inference"]
+    first = counts[name]["instructions_per_inference"]
+    print(f"   repeatability: {name} counted again: {again:,} ({100 * (again - first) / first:+.2f} %)")
 
 
 def false_positives(arts, runs: int = 10) -> None:
