@@ -17,8 +17,8 @@ from typing import Literal
 from edgeprep.backends import FORMATS
 from edgeprep.backends.base import PRECISIONS
 from edgeprep.config import dump_toml, from_mapping, to_mapping
-from edgeprep.config.calibrate import CalibrateConfig
 from edgeprep.config.bench import BenchConfig
+from edgeprep.config.calibrate import CalibrateConfig
 from edgeprep.config.formats import CoreMLOptions, OpenVINOOptions, TFLiteOptions
 from edgeprep.config.gates import Gates
 from edgeprep.config.quantize import QuantizeConfig
