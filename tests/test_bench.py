@@ -186,7 +186,7 @@ def test_run_benchmarks_per_the_target_profile(arts, trained_small, tmp_path, mo
     assert len(entry["bench"]["process_p50_ms"]) == 2
     raw = json.loads((result.out_dir / "latencies.json").read_text())["artifacts"]["small_cnn.fp32.tflite"]
     assert [len(p) for p in raw] == [30, 30]
-    assert [s["name"] for s in result.report["stages"]] == ["convert", "verify", "bench"]
+    assert [s["name"] for s in result.report["stages"]][-3:] == ["convert", "verify", "bench"]
     for name in ("report.json", "latencies.json", "summary.md", "junit.xml", "report.html"):
         assert (result.out_dir / name).is_file(), name
 

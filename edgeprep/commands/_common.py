@@ -79,10 +79,10 @@ def print_table(report: dict) -> None:
     if ref.get("accuracy") is not None:
         title += f" — float top-1 {ref['accuracy']:.4f} on {ref['samples']} samples"
     table = Table(title=title, title_justify="left")
-    cols = columns(report)
+    cols = columns(report, compact=True)
     for i, col in enumerate(cols):
-        table.add_column(col, justify="left" if i in (0, len(cols) - 1) else "right")
-    for r in rows(report):
+        table.add_column(col, justify="left" if i in (0, len(cols) - 1) else "right", no_wrap=i == 0)
+    for r in rows(report, compact=True):
         style = "red" if r[-1].startswith("failed") else ("yellow" if r[-1] == "unverified" else None)
         table.add_row(*r, style=style)
     console.print(table)

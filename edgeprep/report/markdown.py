@@ -4,22 +4,29 @@ from __future__ import annotations
 
 COLUMNS = ("artifact", "size", "vs fp32", "accuracy", "drop (pts)", "agreement", "SQNR dB", "status")
 BENCH_COLUMNS = ("p50 ms", "p99 ms", "load ms", "peak RSS")   # shown when any artifact was benchmarked
+COMPACT = (0, 3)                                               # the bench columns a 120-column terminal shows
 
 
 def benched(report: dict) -> bool:
     return any(a.get("bench") for a in report["artifacts"])
 
 
-def columns(report: dict) -> tuple[str, ...]:
-    return COLUMNS[:-1] + BENCH_COLUMNS + COLUMNS[-1:] if benched(report) else COLUMNS
+def _pick(cells: tuple[str, ...], compact: bool) -> tuple[str, ...]:
+    return tuple(cells[i] for i in COMPACT) if compact else cells
 
 
-def _bench_cells(a: dict) -> tuple[str, ...]:
+def columns(report: dict, compact: bool = False) -> tuple[str, ...]:
+    return COLUMNS[:-1] + _pick(BENCH_COLUMNS, compact) + COLUMNS[-1:] if benched(report) else COLUMNS
+
+
+def _bench_cells(a: dict, compact: bool = False) -> tuple[str, ...]:
     b = a.get("bench") or {}
     if b.get("status") != "ok":
-        return ("—", "—", "—", "—") if not b else (b["status"], "—", "—", "—")
-    lat = b["latency_ms"]
-    return (f"{lat['p50']:.3f}", f"{lat['p99']:.3f}", f"{b['load_ms']:.0f}", _size(b["peak_rss_bytes"]))
+        cells = ("—", "—", "—", "—") if not b else (b["status"], "—", "—", "—")
+    else:
+        lat = b["latency_ms"]
+        cells = (f"{lat['p50']:.3f}", f"{lat['p99']:.3f}", f"{b['load_ms']:.0f}", _size(b["peak_rss_bytes"]))
+    return _pick(cells, compact)
 
 
 def _size(n: int) -> str:
@@ -34,7 +41,7 @@ def _fmt(v, spec: str) -> str:
     return "—" if v is None else format(v, spec)
 
 
-def rows(report: dict) -> list[tuple[str, ...]]:
+def rows(report: dict, compact: bool = False) -> list[tuple[str, ...]]:
     """One row per artifact, in ``columns(report)`` order, formatted for people."""
     fp32 = {a["format"]: a["size_bytes"] for a in report["artifacts"] if a["precision"] == "fp32"}
     out = []
@@ -49,7 +56,7 @@ def rows(report: dict) -> list[tuple[str, ...]]:
         out.append((f"{a['format']} {a['precision']}", _size(a["size_bytes"]), ratio,
                     _fmt(m.get("accuracy"), ".4f"), _fmt(m.get("accuracy_drop"), "+.2f"),
                     _fmt(m.get("agreement"), ".4f"), _fmt(m.get("sqnr_db"), ".1f"))
-                   + (_bench_cells(a) if benched(report) else ()) + (status,))
+                   + (_bench_cells(a, compact) if benched(report) else ()) + (status,))
     return out
 
 
