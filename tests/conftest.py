@@ -10,12 +10,16 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Commands record runs in a history file (default .edgeprep/ under the working directory, i.e. this checkout):
+# tests keep theirs in a temporary directory instead.
+os.environ.setdefault("EDGEPREP_HISTORY", os.path.join(tempfile.mkdtemp(prefix="edgeprep-test-"), "history.sqlite"))
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / "calibration_data"

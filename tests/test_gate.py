@@ -166,6 +166,7 @@ def baseline(scene, tmp_path_factory):
     import os
 
     tmp = tmp_path_factory.mktemp("baseline")
+    previous = os.environ.get("EDGEPREP_HISTORY")
     os.environ["EDGEPREP_HISTORY"] = str(tmp / "history.sqlite")
     os.environ["EDGEPREP_COMMIT"] = "feedface0123"
     try:
@@ -175,7 +176,10 @@ def baseline(scene, tmp_path_factory):
     code = gate(str(run_dir), "--baseline", str(tmp / "baseline.json"), "--update-baseline")
     assert code == 0 and (tmp / "baseline.json").is_file()
     yield tmp / "baseline.json"
-    os.environ.pop("EDGEPREP_HISTORY")
+    if previous is None:
+        os.environ.pop("EDGEPREP_HISTORY")
+    else:
+        os.environ["EDGEPREP_HISTORY"] = previous
 
 
 def verdicts(path) -> dict:
