@@ -19,7 +19,7 @@ from device_bench.runners.base import RunnerUnavailable, TensorSpec, dequantize,
 def test_device_bench_never_imports_tensorflow_or_edgeprep():
     code = ("import sys, device_bench, device_bench.metrics, device_bench.__main__\n"
             "from device_bench.runners import open_model, get_runner\n"
-            "for n in ('litert', 'openvino', 'onnxruntime'): get_runner(n)\n"
+            "for n in ('litert', 'openvino', 'onnxruntime', 'coreml-ref'): get_runner(n)\n"
             "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'edgeprep', 'coremltools')]\n"
             "print(bad)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -63,7 +63,7 @@ def test_registry_is_explicit_and_rejects_duplicates():
 
 
 def test_known_runtimes():
-    assert names() == ["litert", "onnxruntime", "openvino"]
+    assert names() == ["coreml-ref", "litert", "onnxruntime", "openvino"]
     with pytest.raises(RunnerUnavailable, match="unknown runtime"):
         get_runner("tensorrt")
 

