@@ -87,8 +87,10 @@ class Program:
         return Step(op, impl, args)
 
     def _precision(self) -> str:
-        """The float type most ops compute in: 'fp16', 'fp32' or 'mixed' (from the declared output types)."""
-        kinds = {t.dtype for s in self.steps for _, t in s.op.outputs if t is not None and t.dtype in FLOATS}
+        """The float type the ops compute in: 'fp16', 'fp32' or 'mixed' (declared output types; the casts at the
+        program's edges that fp16 programs with fp32 inputs and outputs have are not computation)."""
+        kinds = {t.dtype for s in self.steps if s.op.type not in ("cast", "identity")
+                 for _, t in s.op.outputs if t is not None and t.dtype in FLOATS}
         kinds.discard("float64")
         return {frozenset({"float16"}): "fp16", frozenset({"float32"}): "fp32"}.get(frozenset(kinds), "mixed")
 
