@@ -17,14 +17,14 @@ import numpy as np
 from device_bench.mil.dtypes import FLOATS, STORAGE, held, round_to
 from device_bench.mil.errors import ExecutionError, SpecError, UnsupportedOp
 from device_bench.mil.ops import OpImpl, Unsupported, registry
-from device_bench.mil.spec import ModelSpec, OpSpec, TensorType, read_spec
+from device_bench.mil.spec import ModelSpec, OpSpec, Ref, TensorType, read_spec
 
 
 @dataclass(frozen=True)
 class Step:
     op: OpSpec
     impl: OpImpl
-    args: tuple[tuple[str, bool, tuple], ...]      # (parameter, is_tuple, bindings: var names or values)
+    args: tuple[tuple[str, bool, tuple], ...]      # (parameter, is_tuple, bindings: Ref(var) or values)
 
 
 def _check_shape(op: OpSpec, name: str, value: np.ndarray, t: TensorType | None) -> None:
@@ -56,7 +56,7 @@ class Program:
                 continue
             step = self._step(op, impls[op.type])
             if op.type.startswith("constexpr_") or all(
-                    isinstance(b, str) and b in self.consts or not isinstance(b, str)
+                    not isinstance(b, Ref) or b in self.consts
                     for _, _, binds in step.args for b in binds):
                 self._execute(step, self.consts)          # constants and decompression: evaluated once
             else:
@@ -99,7 +99,7 @@ class Program:
         for i, step in enumerate(self.steps):
             for _, _, binds in step.args:
                 for b in binds:
-                    if isinstance(b, str) and b not in self.consts:
+                    if isinstance(b, Ref) and b not in self.consts:
                         last[b] = i
         for name in self.outputs:
             last[name] = len(self.steps)
@@ -111,7 +111,7 @@ class Program:
         kwargs = {}
         for param, is_tuple, binds in step.args:
             try:
-                vals = [env[b] if isinstance(b, str) else (held(b) if isinstance(b, np.ndarray) else b)
+                vals = [env[b] if isinstance(b, Ref) else (held(b) if isinstance(b, np.ndarray) else b)
                         for b in binds]
             except KeyError as exc:
                 raise SpecError(f"op {op.type} '{op.name}' reads {exc.args[0]}, which is not defined before "
@@ -159,7 +159,7 @@ class Program:
             if keep is not True:
                 for _, _, binds in step.args:
                     for b in binds:
-                        if isinstance(b, str) and self._last_use.get(b) == i:
+                        if isinstance(b, Ref) and self._last_use.get(b) == i:
                             env.pop(b, None)
         out = {}
         for name in self.outputs:

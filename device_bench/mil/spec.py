@@ -34,6 +34,10 @@ class TensorType:
         return f"{self.dtype}[{dims}]"
 
 
+class Ref(str):
+    """An op input bound to a variable (by name), as opposed to a value given inline."""
+
+
 @dataclass(frozen=True)
 class Feature:
     name: str
@@ -45,7 +49,7 @@ class Feature:
 class OpSpec:
     type: str
     name: str
-    inputs: dict[str, list]                  # parameter -> bindings: a variable name (str) or a decoded value
+    inputs: dict[str, list]                  # parameter -> bindings: a variable (Ref) or a decoded value
     outputs: list[tuple[str, TensorType | None]]
     attributes: dict[str, Any] = field(default_factory=dict)
     has_blocks: bool = False
@@ -157,7 +161,7 @@ def _op(m: Message, blobs: _Blobs) -> OpSpec:
     for param, arg in m.map(2).items():
         bindings = []
         for b in arg.msgs(1):
-            bindings.append(b.str(1) if b.has(1) else _value(b.msg(2), blobs))
+            bindings.append(Ref(b.str(1)) if b.has(1) else _value(b.msg(2), blobs))
         inputs[param] = bindings
     outputs = [(o.str(1), _tensor_type(o.msg(2))) for o in m.msgs(3)]
     attrs = {k: _value(v, blobs) for k, v in m.map(5).items()}

@@ -37,14 +37,25 @@ class ReferenceSession(Session):
         out = declared.get(outs[0])
         self.input = TensorSpec(name, tuple(t.shape), "float16" if t.dtype == "float16" else "float32")
         self.output = TensorSpec(outs[0], tuple(out.shape) if out else (), out.dtype if out else "float32")
+        if t.shape[0] > 1 and (not self.output.shape or self.output.shape[0] != t.shape[0]):
+            raise ArtifactError(f"{path}: the input batch is {t.shape[0]} but the output's first axis is not the "
+                                "batch; only batch-1 models or models with a leading batch axis are supported")
         self.threads, self.path = threads, path
         self._run_errors = (MILError,)
 
+    @property
+    def batch_size(self) -> int:
+        return self.input.shape[0]
+
     def _infer(self, x: np.ndarray) -> np.ndarray:
+        """One static batch; a short last chunk is padded with copies of its last sample and cut back."""
         from device_bench.mil import UnsupportedOp
 
+        n, batch = len(x), self.input.shape[0]
+        if n < batch:
+            x = np.concatenate([x, np.repeat(x[-1:], batch - n, axis=0)])
         try:
-            return self.program.run({self.input.name: x})[self.output.name]
+            return self.program.run({self.input.name: x})[self.output.name][:n]
         except UnsupportedOp as exc:
             raise UnsupportedArtifact(f"{exc}") from None
         except self._run_errors as exc:
