@@ -66,7 +66,7 @@ class ReferenceSession(Session):
         return {"runtime": "coreml-ref", "version": __version__, "threads": self.threads,
                 "reference_executor": True,
                 "executor": "edgeprep reference executor for ML Programs (numpy), not Core ML",
-                "precision": d["precision"],
+                "precision": d["precision"], "blas_threads": self.program.blas_threads,
                 "models": ("each op computed in float32 (float64 for transcendental functions and statistics), "
                            "its result rounded to the declared type: fp16 programs keep fp16 values between ops"),
                 "not_modelled": NOT_MODELLED, "spec_version": d["spec_version"], "opset": d["opset"],
