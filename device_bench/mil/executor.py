@@ -8,6 +8,7 @@ from op to op exactly as a device's fp16 path stores them, and an fp32 program c
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -41,8 +42,6 @@ _BLAS = None
 def _blas_limit(threads: int | None):
     """A context limiting BLAS threads (via threadpoolctl, when installed), else a no-op context."""
     global _BLAS
-    import contextlib
-
     if threads is None:
         return contextlib.nullcontext()
     if _BLAS is None:
