@@ -154,9 +154,9 @@ def test_onnx_models_only_convert_to_openvino(tmp_path):
 
 
 def test_a_size_check_fails_an_artifact_that_cannot_be_executed(tmp_path, small, ref, data):
-    from edgeprep.config.formats import CoreMLOptions
-
     from dataclasses import replace
+
+    from edgeprep.config.formats import CoreMLOptions
 
     executable = convert(small, "coreml", "fp16", CoreMLOptions(), tmp_path / "m.mlpackage")
     # the artifact as a host without any runner for its format describes it
