@@ -84,7 +84,7 @@ def test_coreml_is_verified_by_the_reference_executor(runs):
         v = a["verification"]
         assert v["status"] == "verified", v
         assert v["executed_by"]["runtime"] == "coreml-ref" and v["executed_by"]["reference_executor"] is True
-        assert {c["name"] for c in v["checks"]} == {"max_accuracy_drop", "min_agreement", "max_size_bytes"}
+        assert {c["name"] for c in v["checks"]} >= {"max_accuracy_drop", "min_agreement", "max_size_bytes"}
         assert a["metrics"]["samples"] == 2000 and a["metrics"]["agreement"] >= 0.99
         assert v["layers"]["compared"] >= 20 and v["layers"]["worst"]
         assert a["inspection"]["inputs"][0]["shape"] == [1, 28, 28, 1]
