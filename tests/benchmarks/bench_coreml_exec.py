@@ -1,9 +1,10 @@
 """Core ML reference executor on the example model: speed per inference and agreement/SQNR per precision.
 
-Side by side in one process: fp32, fp16, int8 weights (W8A16, the backend's configuration) and 6-bit palettized
-(k-means, coremltools.optimize on the fp16 ML Program) executed by device_bench's coreml-ref runner on the full
-evaluation set against the Keras float model; latency is the median of single inferences after warm-up, with
-LiteRT fp32 (XNNPACK, same threads) on the same samples as a yardstick.
+Side by side in one process, as ``edgeprep run`` builds them (BatchNorm folded first): fp32, fp16, int8 weights
+(W8A16, the backend's configuration) and 6-bit palettized (k-means, coremltools.optimize on the fp16 ML Program)
+executed by device_bench's coreml-ref runner on the full evaluation set against the Keras float model; latency is
+the median of single inferences after warm-up, with LiteRT fp32 (XNNPACK, 2 threads) on the same samples as a
+yardstick.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +43,13 @@ def main() -> int:
     from edgeprep.data import load_data
     from edgeprep.models import load_model
     from edgeprep.stages.convert import convert
+    from edgeprep.stages.fold import fold_bn
     from edgeprep.stages.verify import reference
 
     model = load_model(EXAMPLE_MODEL)
     data = load_data(MANIFEST)
     ref = reference(model, data.evaluation)
+    model = replace(model, obj=fold_bn(model.obj, data=data.calibration).model, _saved_model_dir=None)
     x = np.concatenate([b for b, _ in data.evaluation.batches(256)])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
