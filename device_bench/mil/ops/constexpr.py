@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from device_bench.mil.blob import unpack_bits
-from device_bench.mil.dtypes import ALIASES, round_to
 from device_bench.mil.ops import Unsupported, axis_of, f32, ints, op
+from device_bench.mil.ops.elementwise import cast
 
 
 @op("constexpr_affine_dequantize")
@@ -122,7 +122,4 @@ def sparse_blockwise_shift_scale(data_mask, nonzero_data, scale, offset=None):
 
 @op("constexpr_cast")
 def constexpr_cast(source_val, output_dtype):
-    name = ALIASES.get(str(output_dtype))
-    if name is None:
-        raise Unsupported(f"constexpr_cast to '{output_dtype}'")
-    return round_to(source_val, name)
+    return cast(source_val, output_dtype)

@@ -14,48 +14,40 @@ def _d(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def _per_channel(v, rank: int) -> np.ndarray:
-    return _d(v).reshape((1, -1) + (1,) * (rank - 2))
+def _affine(y: np.ndarray, gamma, beta, shape) -> np.ndarray:
+    if gamma is not None:
+        y = y * _d(gamma).reshape(shape)
+    if beta is not None:
+        y = y + _d(beta).reshape(shape)
+    return y
+
+
+def _standardize(x: np.ndarray, axes: tuple[int, ...], epsilon) -> np.ndarray:
+    mu = x.mean(axis=axes, keepdims=True)
+    var = ((x - mu) ** 2).mean(axis=axes, keepdims=True)
+    return (x - mu) / np.sqrt(var + scalar(epsilon))
 
 
 @op("batch_norm")
 def batch_norm(x, mean, variance, gamma=None, beta=None, epsilon=1e-5):
     x = _d(x)
-    y = (x - _per_channel(mean, x.ndim)) / np.sqrt(_per_channel(variance, x.ndim) + scalar(epsilon))
-    if gamma is not None:
-        y = y * _per_channel(gamma, x.ndim)
-    if beta is not None:
-        y = y + _per_channel(beta, x.ndim)
-    return y
+    channel = (1, -1) + (1,) * (x.ndim - 2)
+    y = (x - _d(mean).reshape(channel)) / np.sqrt(_d(variance).reshape(channel) + scalar(epsilon))
+    return _affine(y, gamma, beta, channel)
 
 
 @op("instance_norm")
 def instance_norm(x, gamma=None, beta=None, epsilon=1e-5):
     x = _d(x)
-    axes = tuple(range(2, x.ndim))
-    mu = x.mean(axis=axes, keepdims=True)
-    var = ((x - mu) ** 2).mean(axis=axes, keepdims=True)
-    y = (x - mu) / np.sqrt(var + scalar(epsilon))
-    if gamma is not None:
-        y = y * _per_channel(gamma, x.ndim)
-    if beta is not None:
-        y = y + _per_channel(beta, x.ndim)
-    return y
+    return _affine(_standardize(x, tuple(range(2, x.ndim)), epsilon), gamma, beta, (1, -1) + (1,) * (x.ndim - 2))
 
 
 @op("layer_norm")
 def layer_norm(x, axes=None, gamma=None, beta=None, epsilon=1e-5):
     x = _d(x)
     axes = tuple(sorted(a % x.ndim for a in ints(axes))) if axes is not None else tuple(range(x.ndim))
-    mu = x.mean(axis=axes, keepdims=True)
-    var = ((x - mu) ** 2).mean(axis=axes, keepdims=True)
-    y = (x - mu) / np.sqrt(var + scalar(epsilon))
-    shape = [x.shape[d] if d in axes else 1 for d in range(x.ndim)]
-    if gamma is not None:
-        y = y * _d(gamma).reshape(shape)
-    if beta is not None:
-        y = y + _d(beta).reshape(shape)
-    return y
+    return _affine(_standardize(x, axes, epsilon), gamma, beta,
+                   [x.shape[d] if d in axes else 1 for d in range(x.ndim)])
 
 
 @op("l2_norm")
