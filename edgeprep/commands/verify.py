@@ -33,8 +33,9 @@ def verify(ctx: click.Context, model: Path, artifacts: tuple[Path, ...], data: P
     """Check that ARTIFACTS compute what the float MODEL computes.
 
     Runs each artifact (.tflite, OpenVINO .xml, Core ML .mlpackage) on the evaluation data with the runtime of
-    its format and reports top-1 accuracy, top-1 agreement with MODEL and SQNR in dB. Exit code 1 when an artifact
-    fails a threshold of the target's [gates].
+    its format and reports top-1 accuracy, top-1 agreement with MODEL and SQNR in dB. Core ML ML Programs run in
+    edgeprep's reference executor (Core ML itself is macOS-only), with a per-layer error. Exit code 1 when an
+    artifact fails a threshold of the target's [gates].
     """
     from edgeprep.config.gates import Gates
     from edgeprep.data import describe

@@ -37,6 +37,14 @@ def match_layers(model_name: str, layer_names: list[str], variables: list[str]) 
     return found
 
 
+def _single_output(layer) -> bool:
+    """A layer called once with one output tensor (shared layers and multi-output layers are left out)."""
+    try:
+        return not isinstance(layer.output, (list, tuple, dict))
+    except (AttributeError, ValueError):
+        return False
+
+
 def _aligned(value: np.ndarray, keras_shape: tuple) -> np.ndarray | None:
     """The MIL value in Keras layout, or None when the shapes do not correspond."""
     if value.ndim == 4 and len(keras_shape) == 4 and value.shape == (keras_shape[0], keras_shape[3],
@@ -58,7 +66,7 @@ def layer_errors(model: ModelHandle, artifact: Path, x: np.ndarray) -> dict:
         return {"samples": 0, "layers": [], "reason": "per-layer error needs a Keras model with a layer graph"}
     program = Program(artifact)
     layers = [layer for layer in net.layers if not isinstance(layer, keras.layers.InputLayer)
-              and len(getattr(layer, "_inbound_nodes", [None])) <= 1]
+              and len(getattr(layer, "_inbound_nodes", [None])) <= 1 and _single_output(layer)]
     names = [layer.name for layer in layers]
     variables = [name for name, _, _ in program.variables()]
     mapping = match_layers(net.name, names, variables)
