@@ -4,8 +4,9 @@ MIL variable that holds it.
 coremltools names MIL variables after the TensorFlow ops they come from (``<model>_1_<layer>_1_<op>``, with
 ``_cast_fp16`` appended in fp16 programs), so a layer's output is the last variable of its scope, found by name.
 Layers whose ops were fused away (a convolution followed by batch norm keeps only the batch norm's name) or
-renamed (the model output) are matched where possible and otherwise left out; shapes are checked (NCHW in MIL vs
-NHWC in Keras) so a mismatch is never compared.
+renamed (the model output) are matched where possible and otherwise left out, as is every layer that feeds a batch
+norm (its output exists in no artifact); shapes are checked (NCHW in MIL vs NHWC in Keras) so a mismatch is never
+compared.
 """
 
 from __future__ import annotations
@@ -65,7 +66,12 @@ def layer_errors(model: ModelHandle, artifact: Path, x: np.ndarray) -> dict:
     if model.kind != "keras" or not hasattr(net, "layers") or not getattr(net, "inputs", None):
         return {"samples": 0, "layers": [], "reason": "per-layer error needs a Keras model with a layer graph"}
     program = Program(artifact)
+    before_bn = {layer.name for layer in net.layers for node in getattr(layer, "_outbound_nodes", [])
+                 if isinstance(getattr(node, "operation", None), keras.layers.BatchNormalization)}
+    # A layer feeding a BatchNormalization has no output of its own in any artifact: converters fuse the pair, and
+    # an artifact converted from the BN-folded model names the folded layer like it but computes conv + BN.
     layers = [layer for layer in net.layers if not isinstance(layer, keras.layers.InputLayer)
+              and layer.name not in before_bn
               and len(getattr(layer, "_inbound_nodes", [None])) <= 1 and _single_output(layer)]
     names = [layer.name for layer in layers]
     variables = [name for name, _, _ in program.variables()]
@@ -98,4 +104,5 @@ def layer_errors(model: ModelHandle, artifact: Path, x: np.ndarray) -> dict:
     order = {n: i for i, n in enumerate(names)}
     rows.sort(key=lambda r: order[r["layer"]])
     worst = min(rows, key=lambda r: r["sqnr_db"])["layer"] if rows else None
-    return {"samples": int(len(x)), "compared": len(rows), "of": len(names), "worst": worst, "layers": rows}
+    total = sum(not isinstance(layer, keras.layers.InputLayer) for layer in net.layers)
+    return {"samples": int(len(x)), "compared": len(rows), "of": total, "worst": worst, "layers": rows}
