@@ -122,8 +122,10 @@ def convert_all(ctx: RunContext, model: ModelHandle) -> list[Artifact]:
     return artifacts
 
 
-def verify_all(ctx: RunContext, model: ModelHandle, artifacts: list[Artifact]) -> tuple[Reference | None, list]:
-    """Verify each artifact against ``model``'s float outputs; returns the reference and the report entries."""
+def verify_all(ctx: RunContext, model: ModelHandle, artifacts: list[Artifact],
+               converted: ModelHandle | None = None) -> tuple[Reference | None, list]:
+    """Verify each artifact against ``model``'s float outputs; returns the reference and the report entries.
+    ``converted`` is the model the artifacts were made from (folded), whose layers per-layer errors compare."""
     ref, entries = None, []
     with ctx.timed("verify"):
         if ctx.data is not None:
@@ -141,7 +143,8 @@ def verify_all(ctx: RunContext, model: ModelHandle, artifacts: list[Artifact]) -
                 result = verify(art, ref, evaluation, thresholds, extra_checks=ctx.artifact_checks)
             else:
                 with ctx.reporter.step(f"Verifying {art.label} on {ref.samples} samples", total=ref.samples) as adv:
-                    result = verify(art, ref, evaluation, thresholds, ctx.target.threads, adv, ctx.artifact_checks)
+                    result = verify(art, ref, evaluation, thresholds, ctx.target.threads, adv, ctx.artifact_checks,
+                                    model=converted or model)
             entries.append(artifact_entry(art, result, ctx.staging))
     return ref, entries
 
@@ -180,7 +183,7 @@ def run(model_path: str | Path, target: TargetProfile, data_path: str | Path | N
         ctx = RunContext(target, model, data, staging, reporter)
         reference_model, to_convert = calibrate_and_fold(ctx, model)
         artifacts = convert_all(ctx, to_convert)
-        ref, entries = verify_all(ctx, reference_model, artifacts)
+        ref, entries = verify_all(ctx, reference_model, artifacts, to_convert)
         bench_all(ctx, artifacts, entries)
         report = write(ctx, entries, ref)
         replace(staging, out_dir)

@@ -204,3 +204,19 @@ def test_edgeprep_bench_refuses_a_corrupt_artifact_and_data_that_does_not_fit(ar
     err = capsys.readouterr().err
     assert "samples are 32x32x3 after preprocessing but small.fp32.tflite expects 28x28x1" in err
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+
+
+def test_core_ml_on_the_reference_executor_is_verified_but_not_timed(tmp_path, trained_small):
+    """The reference executor's speed says nothing about Core ML on a device: no latency may be reported for it."""
+    from edgeprep.config.bench import BenchConfig
+    from edgeprep.config.formats import CoreMLOptions
+    from edgeprep.models import load_model
+    from edgeprep.stages.bench import bench_artifact
+    from edgeprep.stages.convert import convert
+
+    art = convert(load_model(trained_small), "coreml", "fp16", CoreMLOptions(), tmp_path / "m.mlpackage")
+    assert art.runtime == "coreml-ref"
+    outcome = bench_artifact(art, BenchConfig(runs=5, repeats=1))
+    assert not outcome.ok
+    assert outcome.bench["status"] == "unavailable" and "reference executor" in outcome.bench["error"]
+    assert "latency_ms" not in outcome.bench

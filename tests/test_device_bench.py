@@ -21,7 +21,7 @@ def test_device_bench_never_imports_tensorflow_or_edgeprep():
             "import device_bench.measure, device_bench.harness, device_bench.transports.local\n"
             "from device_bench.runners import open_model, get_runner\n"
             "from device_bench.transports import get_transport\n"
-            "for n in ('litert', 'openvino', 'onnxruntime'): get_runner(n)().load_runtime()\n"
+            "for n in ('litert', 'openvino', 'onnxruntime', 'coreml-ref'): get_runner(n)().load_runtime()\n"
             "get_transport('local')\n"
             "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'edgeprep', 'coremltools')]\n"
             "print(bad)\n")
@@ -66,7 +66,7 @@ def test_registry_is_explicit_and_rejects_duplicates():
 
 
 def test_known_runtimes():
-    assert names() == ["litert", "onnxruntime", "openvino"]
+    assert names() == ["coreml-ref", "litert", "onnxruntime", "openvino"]
     with pytest.raises(RunnerUnavailable, match="unknown runtime"):
         get_runner("tensorrt")
 

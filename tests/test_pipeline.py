@@ -78,17 +78,22 @@ def test_openvino_verifies_in_f32_and_int8_stays_close(runs):
     assert report["summary"]["status"] == "passed"
 
 
-def test_coreml_is_checked_but_marked_unverified_on_linux(runs):
+def test_coreml_is_verified_by_the_reference_executor(runs):
     report = runs["apple-coreml"].report
     for a in report["artifacts"]:
-        assert a["verification"]["status"] == "unverified"
-        assert "macOS-only" in a["verification"]["reason"]
-        assert a["metrics"] is None
+        v = a["verification"]
+        assert v["status"] == "verified", v
+        assert v["executed_by"]["runtime"] == "coreml-ref" and v["executed_by"]["reference_executor"] is True
+        assert {c["name"] for c in v["checks"]} >= {"max_accuracy_drop", "min_agreement", "max_size_bytes"}
+        assert a["metrics"]["samples"] == 2000 and a["metrics"]["agreement"] >= 0.99
+        assert v["layers"]["compared"] >= 20 and v["layers"]["worst"]
         assert a["inspection"]["inputs"][0]["shape"] == [1, 28, 28, 1]
         assert a["inspection"]["op_counts"].get("conv", 0) >= 8
     arts = by_precision(report, "coreml")
+    assert arts["fp16"]["metrics"]["sqnr_db"] > 55 and arts["int8"]["metrics"]["sqnr_db"] > 40
     assert arts["int8"]["size_bytes"] < 0.6 * arts["fp16"]["size_bytes"]
-    assert report["summary"]["unverified"] == 2
+    assert report["summary"]["verified"] == 2
+    assert "reference executor" in (runs["apple-coreml"].out_dir / "summary.md").read_text()
 
 
 def test_the_cli_run_prints_the_table_and_writes_the_report(tmp_path):

@@ -14,6 +14,7 @@ REGISTRY: LazyRegistry[type[Runner]] = LazyRegistry("runtime", {
     "litert": "device_bench.runners.litert",
     "openvino": "device_bench.runners.openvino",
     "onnxruntime": "device_bench.runners.onnxruntime",
+    "coreml-ref": "device_bench.runners.coreml_ref",
 }, RunnerUnavailable)
 register = REGISTRY.register
 

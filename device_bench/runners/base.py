@@ -16,6 +16,10 @@ class ArtifactError(RuntimeError):
     """The runtime could not load or run the artifact (corrupt file, wrong input shape or dtype)."""
 
 
+class UnsupportedArtifact(ArtifactError):
+    """The runtime does not implement something the artifact uses (an op): its numerics stay unverified."""
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
@@ -99,6 +103,9 @@ class Runner:
 
     name = ""
     formats: tuple[str, ...] = ()
+    # Set by runners that check numerics with an implementation of our own instead of the device's runtime (the
+    # Core ML reference executor): their outputs are evidence, their speed and memory are not.
+    timing_meaningless: str | None = None
 
     def load_runtime(self) -> None:
         """Import the runtime without loading any model (the memory baseline a benchmark subtracts)."""

@@ -33,8 +33,9 @@ def verify(ctx: click.Context, model: Path, artifacts: tuple[Path, ...], data: P
     """Check that ARTIFACTS compute what the float MODEL computes.
 
     Runs each artifact (.tflite, OpenVINO .xml, Core ML .mlpackage) on the evaluation data with the runtime of
-    its format and reports top-1 accuracy, top-1 agreement with MODEL and SQNR in dB. Exit code 1 when an artifact
-    fails a threshold of the target's [gates].
+    its format and reports top-1 accuracy, top-1 agreement with MODEL and SQNR in dB. Core ML ML Programs run in
+    edgeprep's reference executor (Core ML itself is macOS-only), with a per-layer error. Exit code 1 when an
+    artifact fails a threshold of the target's [gates].
     """
     from edgeprep.config.gates import Gates
     from edgeprep.data import describe
@@ -59,7 +60,8 @@ def verify(ctx: click.Context, model: Path, artifacts: tuple[Path, ...], data: P
     entries = []
     for art in arts:
         with reporter.step(f"Verifying {art.path.name}", total=n) as advance:
-            result = verify_stage(art, ref, spec.evaluation, gates.for_precision(art.precision), threads, advance)
+            result = verify_stage(art, ref, spec.evaluation, gates.for_precision(art.precision), threads, advance,
+                                  model=handle)
         entries.append(artifact_entry(art, result, root))
     report = build_report(command="verify", model=handle.describe(), artifacts=entries,
                           target=target_entry(target),

@@ -95,6 +95,14 @@ def markdown_summary(report: dict) -> str:
     lines += _batchnorm_lines(report)
     notes = [(a["format"], a["precision"], a["verification"].get("reason")) for a in report["artifacts"]
              if a["verification"].get("reason")]
+    for a in report["artifacts"]:
+        v = a["verification"]
+        if (v.get("executed_by") or {}).get("reference_executor"):
+            layers = v.get("layers") or {}
+            worst = next((r for r in layers.get("layers", []) if r["layer"] == layers.get("worst")), None)
+            notes.append((a["format"], a["precision"], "numerics from edgeprep's reference executor (numpy), not "
+                          "Core ML itself" + (f"; worst layer {worst['layer']} at {worst['sqnr_db']:.1f} dB SQNR"
+                                              if worst else "")))
     if notes:
         lines.append("")
         lines += [f"- {f} {p}: {reason}" for f, p, reason in notes]

@@ -49,6 +49,12 @@ def bench_artifact(artifact: Artifact, config: BenchConfig, threads: int | None 
     if artifact.runtime is None:
         return BenchOutcome({"status": "unavailable", "error": artifact.unavailable_reason or "no runtime here",
                              "transport": config.transport})
+    from device_bench.runners import get_runner
+
+    not_timed = get_runner(artifact.runtime).timing_meaningless
+    if not_timed:
+        return BenchOutcome({"status": "unavailable", "error": f"not benchmarked: {not_timed}",
+                             "transport": config.transport})
     job = job_for(artifact, config, threads, data)
     results = []
     for i in range(config.repeats):

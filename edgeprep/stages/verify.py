@@ -15,7 +15,7 @@ import numpy as np
 
 from device_bench import metrics
 from device_bench.runners import open_model
-from device_bench.runners.base import ArtifactError, RunnerUnavailable
+from device_bench.runners.base import ArtifactError, RunnerUnavailable, UnsupportedArtifact
 from edgeprep._util import quiet
 from edgeprep.backends import Artifact
 from edgeprep.config.gates import Thresholds
@@ -108,16 +108,20 @@ def unverified(artifact: Artifact, reason: str, thresholds: Thresholds,
 
 
 def verify(artifact: Artifact, ref: Reference, data: Dataset, thresholds: Thresholds, threads: int | None = None,
-           progress=None, extra_checks: Sequence[ArtifactCheck] = ()) -> dict:
+           progress=None, extra_checks: Sequence[ArtifactCheck] = (), model: ModelHandle | None = None) -> dict:
     """Metrics and checks for one artifact, as the ``verification`` object of the report.
 
-    The artifact runs on the same samples as the reference: the first ``ref.samples`` of ``data``.
+    The artifact runs on the same samples as the reference: the first ``ref.samples`` of ``data``. Given the float
+    ``model`` the artifact was converted from, Core ML artifacts (run by the reference executor) also get a
+    per-layer error on a few samples.
     """
     if artifact.runtime is None:
         return unverified(artifact, artifact.unavailable_reason, thresholds, extra_checks)
     start = time.perf_counter()
     try:
         outputs, runtime = run_artifact(artifact, data, threads, ref.samples, progress)
+    except UnsupportedArtifact as exc:      # e.g. an op the Core ML reference executor does not implement
+        return unverified(artifact, f"numerics unverified: {exc}", thresholds, extra_checks)
     except (ArtifactError, RunnerUnavailable) as exc:
         raise VerificationError(f"{artifact.label}: {exc}") from None
     values = metrics.compare(outputs, ref.outputs, ref.labels)
@@ -125,6 +129,13 @@ def verify(artifact: Artifact, ref: Reference, data: Dataset, thresholds: Thresh
         values["accuracy_drop"] = round(100.0 * (ref.accuracy - values["accuracy"]), 4)
     checks = check(values, thresholds, artifact.size_bytes)
     checks += [c for f in extra_checks for c in f(artifact, outputs, ref)]
-    return {"status": "failed" if any(not c["passed"] for c in checks) else "verified", "reason": None,
-            "metrics": values, "checks": checks, "executed_by": runtime,
-            "seconds": round(time.perf_counter() - start, 3)}
+    result = {"status": "failed" if any(not c["passed"] for c in checks) else "verified", "reason": None,
+              "metrics": values, "checks": checks, "executed_by": runtime}
+    if model is not None and artifact.runtime == "coreml-ref":
+        from edgeprep.stages.coreml_layers import SAMPLES, layer_errors
+
+        x = np.concatenate([b for b, _ in data.batches(BATCH, min(SAMPLES, ref.samples))])
+        with quiet():
+            result["layers"] = layer_errors(model, artifact.path, x)
+    result["seconds"] = round(time.perf_counter() - start, 3)
+    return result
