@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeprep.config.quantize import QuantizeConfig
 from edgeprep.data import Dataset
 from edgeprep.models import ModelHandle
 
@@ -21,6 +22,9 @@ class ConvertRequest:
     calibration: Dataset | None = None
     calibration_samples: int = 500
     workdir: Path = Path(".")
+    quantize: QuantizeConfig = QuantizeConfig()   # range method etc. (calibration_samples above wins)
+    keep_float: tuple[str, ...] = ()              # layers (backend node names) left in float at int8
+    max_accuracy_drop: float | None = None        # the target's int8 limit, for accuracy-controlled modes
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from edgeprep.backends.base import Backend, ConvertRequest, ConvertResult
 from edgeprep.config.formats import TFLiteOptions
 from edgeprep.errors import ConversionError, DataError
 from edgeprep.models import ModelHandle
+from edgeprep.quant.tflite_ptq import float_ops
 
 
 def representative(request: ConvertRequest):
@@ -42,19 +43,9 @@ class TFLiteBackend(Backend):
             conv.target_spec.supported_types = [tf.float16]
             quant = {"weights": "fp16", "activations": "fp32", "io": "float32"}
         elif request.precision == "int8":
-            conv.optimizations = [tf.lite.Optimize.DEFAULT]
-            conv.representative_dataset = representative(request)
-            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            io = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[opts.int8_io]
-            conv.inference_input_type = io
-            conv.inference_output_type = io
-            n = min(request.calibration_samples, request.calibration.count)
-            quant = {"weights": "int8 per-channel", "activations": "int8", "io": opts.int8_io,
-                     "calibration_samples": n}
+            return self._int8(model, conv, request, opts, out)
         try:
             flat = conv.convert()
-        except DataError:
-            raise
         except Exception as exc:
             from edgeprep._util import first_line
 
@@ -64,12 +55,38 @@ class TFLiteBackend(Backend):
         out.write_bytes(flat)
         return ConvertResult(quant)
 
+    def _int8(self, model: ModelHandle, conv, request: ConvertRequest, opts: TFLiteOptions,
+              out: Path) -> ConvertResult:
+        """Calibrate (cached in the workdir, so keep-float re-quantizes without recalibrating), then quantize."""
+        from edgeprep.quant import tflite_ptq
+
+        q = request.quantize
+        cal = tflite_ptq.calibrate(conv, request.calibration, request.calibration_samples, q.range_method,
+                                   q.percentile, cache_dir=request.workdir, cache_key=f"{model.sha256}{model.path}")
+        flat = tflite_ptq.quantize(cal, opts.int8_io, request.keep_float)
+        out.write_bytes(flat)
+        floats = self.inspect(out)["float_ops"]
+        if floats and not opts.float_fallback:
+            raise ConversionError(f"TFLite int8: op(s) with no int8 kernel stay float: "
+                                  f"{', '.join(f'{k} x{v}' for k, v in floats.items())}",
+                                  "set [tflite] float_fallback = true to accept them, or replace those layers")
+        quant = {"weights": "int8 per-channel", "activations": "int8", "io": opts.int8_io,
+                 "calibration_samples": cal.samples, "range_method": q.range_method}
+        notes = []
+        if request.keep_float:
+            quant["kept_float"] = list(request.keep_float)
+        if floats:
+            notes.append(f"ops without an int8 kernel kept float: {', '.join(sorted(floats))}")
+        return ConvertResult(quant, tuple(notes))
+
     def inspect(self, path: Path) -> dict:
         from device_bench.runners.litert import LiteRTSession
 
         sess = LiteRTSession(str(path), threads=1, xnnpack=False)
         ops = sess.op_counts()
-        return {"inputs": [sess.input.to_dict()], "outputs": [sess.output.to_dict()], "op_counts": ops}
+        floats = float_ops(sess._it)
+        return {"inputs": [sess.input.to_dict()], "outputs": [sess.output.to_dict()], "op_counts": ops,
+                "float_ops": floats, "all_int8": not floats}
 
     def runtime(self, options: TFLiteOptions) -> tuple[str | None, dict, str | None]:
         return "litert", {"xnnpack": options.xnnpack}, None

@@ -10,6 +10,22 @@ from typing import Literal
 class TFLiteOptions:
     int8_io: Literal["int8", "uint8", "float32"] = "int8"   # input/output tensor type of full-integer models
     xnnpack: bool = True                                     # run with the XNNPACK delegate (LiteRT default)
+    # int8: ops with no int8 kernel (SIN, CUMSUM, ...) stay float between DEQUANTIZE/QUANTIZE and are listed in
+    # the artifact's inspection (float_ops). false refuses such a model instead (pure-integer accelerators).
+    float_fallback: bool = True
+
+
+@dataclass(frozen=True)
+class IgnoredScope:
+    """``[openvino.ignored_scope]``: OpenVINO node names, regular expressions over names, or op types."""
+
+    names: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.names or self.patterns or self.types)
 
 
 @dataclass(frozen=True)
@@ -20,6 +36,12 @@ class OpenVINOOptions:
     inference_precision: Literal["f32", "bf16", "f16", "default"] = "f32"
     performance_hint: Literal["LATENCY", "THROUGHPUT"] = "LATENCY"
     nncf_preset: Literal["performance", "mixed"] = "performance"  # NNCF PTQ: symmetric vs asymmetric activations
+    bias_correction: Literal["fast", "accurate", "none"] = "fast"   # NNCF's bias correction after quantization
+    ignored_scope: IgnoredScope = IgnoredScope()   # nodes NNCF leaves in float
+    # NNCF's accuracy-controlled quantization: layers are reverted to float until the accuracy drop on the
+    # calibration data is within the target's [gates.int8] max_accuracy_drop (agreement with the float model
+    # when the data has no labels).
+    accuracy_control: bool = False
 
 
 @dataclass(frozen=True)
@@ -29,6 +51,12 @@ class CoreMLOptions:
     # int8 means 8-bit weights (linear symmetric, per channel) with fp16 activations: Core ML's W8A16.
     # Weights with fewer elements than this stay fp16 (coremltools' own default threshold is 2048).
     weight_threshold: int = 2048
+    # How int8 compresses weights: "linear8" (8-bit linear symmetric per channel) or k-means palettization with a
+    # 4-, 6- or 8-bit lookup table per tensor ("palettize4" is ~8x smaller than fp32).
+    weight_compression: Literal["linear8", "palettize8", "palettize6", "palettize4"] = "linear8"
+    # 8-bit activations (W8A8) need calibration by Core ML prediction, which runs on macOS only: elsewhere the
+    # artifact keeps fp16 activations and the report says so.
+    quantize_activations: bool = False
 
     def __post_init__(self) -> None:
         if self.weight_threshold < 0:

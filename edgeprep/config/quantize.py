@@ -1,14 +1,81 @@
-"""The ``[quantize]`` table: how post-training quantization is calibrated."""
+"""The ``[quantize]`` table: how post-training quantization is calibrated, and how QAT fine-tunes.
+
+    [quantize]
+    calibration_samples = 500      # samples drawn from the calibration data for int8 range estimation
+    range_method = "minmax"        # "minmax", or "percentile" (clip activation ranges at `percentile`)
+    keep_float = []                # layer names kept in float; ["auto"] = worst layers until the drop is met
+    [quantize.qat]                 # quantization-aware fine-tuning (`edgeprep quantize --method qat`)
+    epochs = 3
+    learning_rate = 1e-5
+
+Every value is validated when the profile is loaded; the resolved table is saved with the run.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+# Fewer calibration samples than this give noisy activation ranges: edgeprep warns with the number used.
+MIN_CALIBRATION_SAMPLES = 100
+
+
+@dataclass(frozen=True)
+class QATConfig:
+    epochs: int = 3                    # passes over the training (calibration) data
+    steps: int | None = None           # or a fixed number of optimizer steps (overrides epochs)
+    batch_size: int = 32               # global batch size (split across replicas)
+    learning_rate: float = 1e-5
+    freeze_bn_steps: int = 200         # fold-aware training: BN batch statistics are used (and synchronized
+    #                                    across replicas) for this many steps, then frozen at their moving values
+    ema_decay: float = 0.99            # activation ranges: exponential moving average of batch min/max
+    temperature: float = 1.0           # distillation: softmax temperature of the logit KL
+    distill: Literal["auto", "always", "never"] = "auto"   # auto: distil when the data has no labels
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError("steps must be >= 1")
+        if self.freeze_bn_steps < 0:
+            raise ValueError("freeze_bn_steps must be >= 0 (0 = BN statistics frozen from the start)")
+        if not 0 < self.learning_rate < 1:
+            raise ValueError("learning_rate must be in (0, 1)")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError("ema_decay must be in [0, 1)")
+        if self.temperature <= 0:
+            raise ValueError("temperature must be > 0")
 
 
 @dataclass(frozen=True)
 class QuantizeConfig:
-    calibration_samples: int = 500   # samples drawn from the calibration data for int8 range estimation
+    calibration_samples: int = 500     # samples drawn from the calibration data for int8 range estimation
+    # How activation ranges are estimated from the calibration samples: "minmax" (the observed extremes, what
+    # TFLite's calibrator records) or "percentile" (clip at the given percentile of |activation|, robust to
+    # outliers). NNCF maps these to its MINMAX and MEAN_QUANTILE range estimators.
+    range_method: Literal["minmax", "percentile"] = "minmax"
+    percentile: float = 99.99
+    # Layers kept in float (names as listed in the per-layer error report), or ["auto"]: the layers with the
+    # worst SQNR are kept in float, one group at a time, until the target's int8 max_accuracy_drop is met.
+    keep_float: tuple[str, ...] = ()
+    keep_float_max_layers: int = 8     # auto: never keep more than this many layers in float
+    layer_error_samples: int = 64      # evaluation samples used for the per-layer error report (0 = off)
+    qat: QATConfig = QATConfig()
 
     def __post_init__(self) -> None:
         if self.calibration_samples < 1:
             raise ValueError("calibration_samples must be >= 1")
+        if not 50 < self.percentile <= 100:
+            raise ValueError("percentile must be in (50, 100]")
+        if "auto" in self.keep_float and len(self.keep_float) > 1:
+            raise ValueError("keep_float is either [\"auto\"] or a list of layer names, not both")
+        if self.keep_float_max_layers < 1:
+            raise ValueError("keep_float_max_layers must be >= 1")
+        if self.layer_error_samples < 0:
+            raise ValueError("layer_error_samples must be >= 0")
+
+    @property
+    def keep_float_auto(self) -> bool:
+        return self.keep_float == ("auto",)

@@ -10,6 +10,7 @@ from typing import Any
 
 from edgeprep._util import files_of, quiet, replace, sha256_of, tree_size
 from edgeprep.backends import Artifact, ConvertRequest, get_backend
+from edgeprep.config.quantize import QuantizeConfig
 from edgeprep.data import Dataset
 from edgeprep.errors import ConversionError, DataError
 from edgeprep.models import ModelHandle
@@ -17,7 +18,8 @@ from edgeprep.models import ModelHandle
 
 def convert(model: ModelHandle, fmt: str, precision: str, options: Any, out: Path, *,
             calibration: Dataset | None = None, calibration_samples: int = 500,
-            workdir: Path | None = None) -> Artifact:
+            workdir: Path | None = None, quantize: QuantizeConfig | None = None, keep_float: tuple[str, ...] = (),
+            max_accuracy_drop: float | None = None) -> Artifact:
     """Convert ``model`` to ``fmt`` at ``precision`` and write it at ``out`` (plus companion files).
 
     Nothing appears under ``out`` unless the conversion completed: the backend writes into a temporary directory
@@ -34,7 +36,8 @@ def convert(model: ModelHandle, fmt: str, precision: str, options: Any, out: Pat
     workdir = Path(tempfile.mkdtemp(prefix="edgeprep-")) if own_workdir else Path(workdir)
     start = time.perf_counter()
     try:
-        request = ConvertRequest(precision, options, calibration, calibration_samples, workdir)
+        request = ConvertRequest(precision, options, calibration, calibration_samples, workdir,
+                                 quantize or QuantizeConfig(), tuple(keep_float), max_accuracy_drop)
         tmp_main = staging / out.name
         with quiet():
             result = backend.convert(model, request, tmp_main)
