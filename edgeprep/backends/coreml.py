@@ -58,17 +58,13 @@ class CoreMLBackend(Backend):
                                   "change") from None
         quant = {"weights": "fp16" if fp16 else "fp32", "activations": "fp16" if fp16 else "fp32",
                  "io": "float32"}
+        notes: list[str] = []
         if request.precision == "int8":
-            import coremltools.optimize as cto
+            from edgeprep.quant import coreml_ptq
 
-            cfg = cto.coreml.OptimizationConfig(global_config=cto.coreml.OpLinearQuantizerConfig(
-                mode="linear_symmetric", dtype="int8", granularity="per_channel",
-                weight_threshold=opts.weight_threshold))
-            mlmodel = cto.coreml.linear_quantize_weights(mlmodel, cfg)
-            quant = {"weights": "int8 per-channel (linear symmetric)", "activations": "fp16", "io": "float32",
-                     "weight_threshold": opts.weight_threshold}
+            mlmodel, quant, notes = coreml_ptq.compress(mlmodel, request, opts)
         mlmodel.save(str(out))
-        return ConvertResult(quant)
+        return ConvertResult(quant, tuple(notes))
 
     def inspect(self, path: Path) -> dict:
         import coremltools as ct

@@ -14,7 +14,7 @@ from edgeprep._util import first_line
 from edgeprep.backends import register
 from edgeprep.backends.base import Backend, ConvertRequest, ConvertResult
 from edgeprep.config.formats import OpenVINOOptions
-from edgeprep.errors import ConversionError, DataError
+from edgeprep.errors import ConversionError
 from edgeprep.models import ModelHandle
 
 
@@ -32,16 +32,6 @@ def to_ov_model(model: ModelHandle, workdir: Path):
                               "check the model uses ops OpenVINO supports") from None
 
 
-def nncf_dataset(request: ConvertRequest):
-    import nncf
-
-    if request.calibration is None:
-        raise DataError("int8 conversion needs calibration data", "pass --data with representative samples")
-    samples = [x[i:i + 1] for x, _ in request.calibration.batches(64, request.calibration_samples)
-               for i in range(len(x))]
-    return nncf.Dataset(samples), len(samples)
-
-
 @register("openvino")
 class OpenVINOBackend(Backend):
     suffix = ".xml"
@@ -55,17 +45,9 @@ class OpenVINOBackend(Backend):
         ov_model = to_ov_model(model, request.workdir)
         quant = {"weights": request.precision, "activations": "fp32", "io": "float32"}
         if request.precision == "int8":
-            import nncf
+            from edgeprep.quant import nncf_ptq
 
-            data, n = nncf_dataset(request)
-            preset = nncf.QuantizationPreset.PERFORMANCE if opts.nncf_preset == "performance" \
-                else nncf.QuantizationPreset.MIXED
-            try:
-                ov_model = nncf.quantize(ov_model, data, subset_size=n, preset=preset)
-            except Exception as exc:
-                raise ConversionError(f"NNCF quantization failed: {first_line(exc)}") from None
-            quant = {"weights": "int8 per-channel", "activations": "int8 (FakeQuantize)", "io": "float32",
-                     "calibration_samples": n, "method": f"nncf ptq, preset {opts.nncf_preset}"}
+            ov_model, quant = nncf_ptq.quantize(ov_model, request, opts)
         ov.save_model(ov_model, str(out), compress_to_fp16=(request.precision == "fp16"))
         return ConvertResult(quant)
 
