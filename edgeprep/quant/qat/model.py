@@ -1,0 +1,299 @@
+"""The fake-quant forward pass of a planned Keras model, and the quantizer state it trains.
+
+Weights: per-output-channel (Dense: per-tensor) symmetric int8 (narrow range, zero point 0, as TFLite's int8 spec) computed on the
+BN-folded kernel ``w * gamma / sqrt(var + eps)``. Fold-aware training (Jacob et al. 2018, Krishnamoorthi 2018):
+before the freeze the batch statistics are used — synchronized across replicas, so data-parallel training sees
+the global batch — via the correction ``sqrt(var_moving + eps) / sqrt(var_batch + eps)``, and the moving
+statistics are updated; after the freeze the graph is exactly the inference graph with moving statistics.
+
+Activations: ``fake_quant_with_min_max_vars`` with ranges initialised from calibration and tracked by an
+exponential moving average of the (replica-averaged) batch min/max. Softmax/sigmoid/tanh outputs use the fixed
+ranges TFLite's int8 kernels require.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgeprep.quant.qat.graph import FIXED_RANGE, Step, plan
+
+
+def fold_factors(gamma, beta, mean, var, eps):
+    """BatchNorm as a per-channel affine ``y = x * scale + shift`` (the folding arithmetic, any array library)."""
+    scale = gamma / (var + eps) ** 0.5
+    return scale, beta - mean * scale
+
+
+@dataclass
+class Mode:
+    training: bool = False     # update moving statistics and activation ranges
+    batch_stats: bool = False  # fold-aware: use (synchronized) batch statistics with the correction factor
+    quantize: bool = True      # False: the same graph in float (reference for per-layer error, teacher)
+    keep: frozenset = frozenset()  # layer names left in float (export-time keep-float)
+    record: bool = False       # keep every range point's float value in ``QATModel.recorded`` (calibration)
+    export: bool = False       # weights folded in numpy and embedded as constants, so converters fold them
+
+
+class QATModel:
+    """Quantizer state (tf.Variables) and the forward pass over ``steps`` of ``model``.
+
+    ``state`` maps names to initial numpy values (activation ranges ``<layer>:min/max``, folded BN statistics
+    ``<bn>:mean/var``); create it inside ``strategy.scope()`` for distributed training.
+    """
+
+    def __init__(self, model, ranges: dict[str, tuple[float, float]], ema_decay: float = 0.99,
+                 state: dict[str, np.ndarray] | None = None, _calibrating: bool = False):
+        import tensorflow as tf
+
+        self.model = model
+        self.steps: list[Step] = plan(model)
+        self.ema_decay = ema_decay
+        self.vars: dict[str, tf.Variable] = {}
+        agg = tf.VariableAggregation.MEAN
+        for s in self.steps:
+            if s.fold is not None:
+                bn = s.fold
+                for key, v in (("mean", bn.moving_mean), ("var", bn.moving_variance)):
+                    init = np.asarray(state[f"{bn.name}:{key}"]) if state else np.asarray(v.numpy())
+                    self.vars[f"{bn.name}:{key}"] = tf.Variable(init.astype(np.float32), trainable=False,
+                                                                aggregation=agg, name=f"{bn.name}_{key}")
+            if self.quantizes(s) and not _calibrating:
+                lo, hi = (state[f"{s.name}:min"], state[f"{s.name}:max"]) if state else ranges[s.name]
+                self.vars[f"{s.name}:min"] = tf.Variable(np.float32(lo), trainable=False, aggregation=agg)
+                self.vars[f"{s.name}:max"] = tf.Variable(np.float32(hi), trainable=False, aggregation=agg)
+
+    @staticmethod
+    def quantizes(s: Step) -> bool:
+        """Does this step carry a trained activation range? (A linear step with a softmax/sigmoid activation
+        has one for its pre-activation output; fixed-range outputs and same-scale ops have none.)"""
+        if s.kind == "input":
+            return True
+        if s.kind == "linear":
+            return s.quantize_output or s.activation in FIXED_RANGE
+        if s.kind == "act":
+            return s.quantize_output and s.activation not in FIXED_RANGE
+        return s.kind in ("quant", "float") and s.quantize_output
+
+    def prepare_export(self) -> None:
+        """Fold every linear step's kernel in numpy (eagerly), for ``Mode(export=True)`` traces."""
+        self.export_weights = {s.name: self.folded_numpy(s) for s in self.steps if s.kind == "linear"}
+
+    def state_numpy(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v.numpy()) for k, v in self.vars.items()}
+
+    # -- the forward pass ------------------------------------------------------------------------------------
+
+    def __call__(self, x, mode: Mode):
+        """Returns ``(output, logits, bn_divergence)``; ``logits`` is the pre-softmax tensor when the model
+        ends in a softmax, and ``bn_divergence`` maps folded BN names to a per-replica divergence scalar."""
+        values: dict[int, object] = {}
+        fn_inputs = self._graph.inputs
+        values[id(fn_inputs[0])] = x
+        self._logits = None
+        self._divergence = {}
+        self.recorded = {}
+        for s in self.steps:
+            if s.kind == "input":
+                out = self._act_quant(s, x, mode)
+                for t in s.node.outputs:
+                    values[id(t)] = out
+                continue
+            args, kwargs = s.node.arguments.fill_in(values)
+            out = self._step(s, args, kwargs, mode)
+            for t in s.node.outputs:
+                values[id(t)] = out
+        out = values[id(self._graph.outputs[0])]
+        return out, (self._logits if self._logits is not None else out), dict(self._divergence)
+
+    @property
+    def _graph(self):
+        from edgeprep.quant.qat.graph import functional_of
+
+        return functional_of(self.model)
+
+    def _step(self, s: Step, args, kwargs, mode: Mode):
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("training", "mask")}
+        q = mode.quantize and s.name not in mode.keep
+        if s.kind == "folded":
+            return args[0]                      # already applied by its linear step
+        if s.kind == "linear":
+            return self._linear(s, args[0], mode, q)
+        if s.kind == "act" and s.activation in FIXED_RANGE:
+            if s is self.steps[-1] or self._is_output(s):
+                self._logits = args[0]
+            y = s.layer(*args, **kwargs)
+            return self._fixed(y, s.activation) if q else y
+        y = s.layer(*args, training=False, **kwargs) if _takes_training(s.layer) else s.layer(*args, **kwargs)
+        if s.kind == "same" or not s.quantize_output:
+            return y
+        return self._act_quant(s, y, mode)
+
+    def _is_output(self, s: Step) -> bool:
+        return any(id(t) == id(self._graph.outputs[0]) for t in s.node.outputs)
+
+    def _fixed(self, y, activation: str):
+        import tensorflow as tf
+
+        lo, hi = FIXED_RANGE[activation]
+        return tf.quantization.fake_quant_with_min_max_vars(y, lo, hi, num_bits=8)
+
+    def _act_quant(self, s: Step, y, mode: Mode):
+        import tensorflow as tf
+
+        if mode.record and self.quantizes(s):
+            self.recorded[s.name] = y
+        if not mode.quantize or not self.quantizes(s) or s.name in mode.keep:
+            return y
+        vmin, vmax = self.vars[f"{s.name}:min"], self.vars[f"{s.name}:max"]
+        if mode.training:
+            ctx = tf.distribute.get_replica_context()
+            bmin, bmax = tf.reduce_min(y), tf.reduce_max(y)
+            if ctx is not None and ctx.num_replicas_in_sync > 1:
+                bmin, bmax = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, [bmin, bmax])
+            d = self.ema_decay
+            vmin.assign(tf.minimum(vmin * d + bmin * (1 - d), 0.0))
+            vmax.assign(tf.maximum(vmax * d + bmax * (1 - d), 0.0))
+        return tf.quantization.fake_quant_with_min_max_vars(y, vmin, vmax, num_bits=8)
+
+    def _linear(self, s: Step, x, mode: Mode, q: bool):
+        import tensorflow as tf
+
+        layer = s.layer
+        kernel = tf.convert_to_tensor(layer.kernel)
+        bias = tf.convert_to_tensor(layer.bias) if layer.use_bias else None
+        if mode.export:
+            w, b = self.export_weights[s.name]
+            y = _apply(layer, x, self._weights(w, layer, constant=True) if q else tf.constant(w))
+            y = y + tf.constant(b)
+        elif s.fold is None:
+            w = self._weights(kernel, layer) if q else kernel
+            y = _apply(layer, x, w)
+            if bias is not None:
+                y = y + bias
+        else:
+            y = self._folded(s, x, kernel, bias, mode, q)
+        act = s.activation
+        if act in FIXED_RANGE:
+            y = self._act_quant(s, y, mode)
+            self._logits = y
+            out = layer.activation(y)
+            return self._fixed(out, act) if q else out
+        y = layer.activation(y)
+        return self._act_quant(s, y, mode) if s.quantize_output else y
+
+    def folded_numpy(self, s: Step) -> tuple[np.ndarray, np.ndarray]:
+        """The (BN-folded) float kernel and bias of a linear step, as numpy arrays."""
+        layer = s.layer
+        w = np.asarray(layer.kernel.numpy(), np.float32)
+        b = np.asarray(layer.bias.numpy(), np.float32) if layer.use_bias else np.zeros(w.shape[-1] if type(
+            layer).__name__ != "DepthwiseConv2D" else w.shape[-2] * w.shape[-1], np.float32)
+        if s.fold is None:
+            return w, b
+        bn = s.fold
+        gamma = np.asarray(bn.gamma.numpy()) if bn.scale else 1.0
+        beta = np.asarray(bn.beta.numpy()) if bn.center else 0.0
+        mean = np.asarray(self.vars[f"{bn.name}:mean"].numpy())
+        var = np.asarray(self.vars[f"{bn.name}:var"].numpy())
+        scale, shift = fold_factors(gamma, beta, mean, var, bn.epsilon)
+        if type(layer).__name__ == "DepthwiseConv2D":
+            w = w * np.reshape(scale, w.shape[-2:])
+        else:
+            w = w * scale
+        return w.astype(np.float32), (b * scale + shift).astype(np.float32)
+
+    def _weights(self, w, layer, constant: bool = False):
+        """Per-output-channel symmetric fake quantization (narrow range [-127, 127])."""
+        import tensorflow as tf
+
+        depthwise = type(layer).__name__ == "DepthwiseConv2D"
+        if type(layer).__name__ == "Dense":
+            # per-tensor for Dense (as TFMOT): TFLite's FULLY_CONNECTED stores the kernel transposed, and the
+            # converter cannot move a per-channel quantization axis through that transpose
+            m = float(np.maximum(np.abs(w).max(), 1e-8)) if constant else tf.stop_gradient(
+                tf.maximum(tf.reduce_max(tf.abs(w)), 1e-8))
+            w = tf.constant(np.asarray(w, np.float32)) if constant else w
+            return tf.quantization.fake_quant_with_min_max_vars(w, -m, m, num_bits=8, narrow_range=True)
+        if constant:  # export: a constant kernel with constant ranges, which converters fold into int8 weights
+            wn = np.asarray(w, np.float32)
+            flat = wn.reshape(*wn.shape[:-2], -1) if depthwise else wn
+            m = np.maximum(np.abs(flat).max(axis=tuple(range(flat.ndim - 1))), 1e-8).astype(np.float32)
+            fq = tf.quantization.fake_quant_with_min_max_vars_per_channel(
+                tf.constant(flat), tf.constant(-m), tf.constant(m), num_bits=8, narrow_range=True)
+            return tf.reshape(fq, wn.shape) if depthwise else fq
+        shape = tf.shape(w)
+        flat = tf.reshape(w, tf.concat([shape[:-2], [-1]], 0)) if depthwise else w
+        axes = list(range(len(flat.shape) - 1))
+        m = tf.stop_gradient(tf.maximum(tf.reduce_max(tf.abs(flat), axis=axes), 1e-8))
+        fq = tf.quantization.fake_quant_with_min_max_vars_per_channel(flat, -m, m, num_bits=8, narrow_range=True)
+        return tf.reshape(fq, shape) if depthwise else fq
+
+    def _folded(self, s: Step, x, kernel, bias, mode: Mode, q: bool):
+        import tensorflow as tf
+
+        bn = s.fold
+        eps = bn.epsilon
+        gamma = tf.convert_to_tensor(bn.gamma) if bn.scale else 1.0
+        beta = tf.convert_to_tensor(bn.beta) if bn.center else 0.0
+        mean_v, var_v = self.vars[f"{bn.name}:mean"], self.vars[f"{bn.name}:var"]
+        depthwise = type(s.layer).__name__ == "DepthwiseConv2D"
+
+        def scaled(w, scale):
+            if depthwise:  # kernel (kh, kw, in, mult); output channel = in * mult + m
+                return w * tf.reshape(scale, tf.shape(w)[-2:])
+            return w * scale
+
+        b = bias if bias is not None else 0.0
+        scale_mov, _ = fold_factors(gamma, beta, mean_v, var_v, eps)
+        w_fold = scaled(kernel, scale_mov)
+        w_q = self._weights(w_fold, s.layer) if q else w_fold
+        if not mode.batch_stats:
+            return _apply(s.layer, x, w_q) + (beta + (b - mean_v) * scale_mov)
+        # fold-aware training with batch statistics of the float conv output, synchronized across replicas
+        z = _apply(s.layer, x, kernel) + b
+        axes = list(range(len(z.shape) - 1))
+        local_mean = tf.reduce_mean(z, axis=axes)
+        local_sq = tf.reduce_mean(tf.square(z), axis=axes)
+        mean, sq = local_mean, local_sq
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            mean, sq = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, [local_mean, local_sq])
+        var = tf.maximum(sq - tf.square(mean), 0.0)
+        local_var = tf.maximum(local_sq - tf.square(local_mean), 0.0)
+        self._divergence[bn.name] = tf.stack([
+            tf.reduce_max(tf.abs(local_mean - mean) / tf.sqrt(var + eps)),
+            tf.reduce_max(tf.abs(tf.sqrt(local_var + eps) / tf.sqrt(var + eps) - 1.0))])
+        if mode.training:
+            m = bn.momentum
+            n = tf.cast(tf.reduce_prod(tf.shape(z)[:-1]), tf.float32)
+            if ctx is not None:
+                n = n * ctx.num_replicas_in_sync
+            unbiased = var * n / tf.maximum(n - 1.0, 1.0)
+            mean_v.assign(mean_v * m + tf.stop_gradient(mean) * (1 - m))
+            var_v.assign(var_v * m + tf.stop_gradient(unbiased) * (1 - m))
+        correction = tf.stop_gradient(tf.sqrt(var_v + eps) / tf.sqrt(var + eps))
+        return _apply(s.layer, x, w_q) * correction + (beta + (b - mean) * gamma / tf.sqrt(var + eps))
+
+
+def _apply(layer, x, kernel):
+    """The layer's linear operation with a given kernel (no bias, no activation)."""
+    from keras import ops
+
+    cls = type(layer).__name__
+    if cls == "Dense":
+        return ops.matmul(x, kernel)
+    if cls == "DepthwiseConv2D":
+        return ops.depthwise_conv(x, kernel, strides=layer.strides, padding=layer.padding,
+                                  data_format=layer.data_format, dilation_rate=layer.dilation_rate)
+    return ops.conv(x, kernel, strides=layer.strides, padding=layer.padding, data_format=layer.data_format,
+                    dilation_rate=layer.dilation_rate)
+
+
+def _takes_training(layer) -> bool:
+    import inspect
+
+    try:
+        return "training" in inspect.signature(layer.call).parameters
+    except (TypeError, ValueError):
+        return False
