@@ -41,7 +41,7 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
 
 
 # Every command, registered explicitly. A new command is one module in edgeprep/commands/ and one line here.
-COMMANDS = ("run", "convert", "verify", "bench", "gate", "history", "targets", "calibrate", "fold")
+COMMANDS = ("run", "convert", "verify", "bench", "gate", "history", "targets", "calibrate", "fold", "quantize")
 
 
 def _register() -> None:

@@ -11,6 +11,7 @@ import platform
 
 import numpy as np
 
+from edgeprep._util import first_line
 from edgeprep.backends.base import ConvertRequest
 from edgeprep.config.formats import CoreMLOptions
 
@@ -22,6 +23,7 @@ def compress(mlmodel, request: ConvertRequest, opts: CoreMLOptions):
     """The compressed model, its ``quantization`` description and notes."""
     import coremltools.optimize as cto
 
+    original = mlmodel
     notes: list[str] = []
     quant: dict = {"io": "float32", "weight_threshold": opts.weight_threshold, "activations": "fp16"}
     if opts.weight_compression == "linear8":
@@ -35,6 +37,10 @@ def compress(mlmodel, request: ConvertRequest, opts: CoreMLOptions):
             mode="kmeans", nbits=bits, granularity="per_tensor", weight_threshold=opts.weight_threshold))
         mlmodel = cto.coreml.palettize_weights(mlmodel, cfg)
         quant["weights"] = f"{bits}-bit palettized (k-means lookup table per tensor)"
+    try:
+        quant["weight_sqnr"] = weight_errors(original, mlmodel)[:20]   # worst first
+    except Exception as exc:  # decompression is a diagnostic: never fail the conversion for it
+        notes.append(f"weight SQNR unavailable ({first_line(exc)})")
     if opts.quantize_activations:
         system = platform.system()
         if system != "Darwin":

@@ -59,13 +59,14 @@ def to_tflite(qat: QATModel, input_shape: tuple, io: str = "int8", quantize: boo
         raise ConversionError(f"TFLite conversion of the QAT graph failed: {first_line(exc)}") from None
 
 
-def to_openvino(qat: QATModel, input_shape: tuple, out: Path, workdir: Path, quantize: bool = True) -> None:
+def to_openvino(qat: QATModel, input_shape: tuple, out: Path, workdir: Path, quantize: bool = True,
+                keep: frozenset = frozenset()) -> None:
     import openvino as ov
     import tensorflow as tf
 
     mod = _module(qat)
-    fn = serving_function(qat, input_shape, quantize)
-    saved = Path(workdir) / ("qat.savedmodel" if quantize else "qat-float.savedmodel")
+    fn = serving_function(qat, input_shape, quantize, keep)
+    saved = Path(workdir) / f"qat-{'q' if quantize else 'f'}{len(keep)}.savedmodel"
     tf.saved_model.save(mod, str(saved), signatures={"serving_default": fn})
     try:
         model = ov.convert_model(str(saved))

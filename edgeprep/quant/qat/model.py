@@ -88,6 +88,8 @@ class QATModel:
     def __call__(self, x, mode: Mode):
         """Returns ``(output, logits, bn_divergence)``; ``logits`` is the pre-softmax tensor when the model
         ends in a softmax, and ``bn_divergence`` maps folded BN names to a per-replica divergence scalar."""
+        import tensorflow as tf
+
         values: dict[int, object] = {}
         fn_inputs = self._graph.inputs
         values[id(fn_inputs[0])] = x
@@ -101,7 +103,8 @@ class QATModel:
                     values[id(t)] = out
                 continue
             args, kwargs = s.node.arguments.fill_in(values)
-            out = self._step(s, args, kwargs, mode)
+            with tf.name_scope(s.name):         # converted graphs name their ops after the Keras layer
+                out = self._step(s, args, kwargs, mode)
             for t in s.node.outputs:
                 values[id(t)] = out
         out = values[id(self._graph.outputs[0])]
