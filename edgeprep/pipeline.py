@@ -118,7 +118,9 @@ def convert_all(ctx: RunContext, model: ModelHandle) -> list[Artifact]:
                 artifacts.append(convert(model, fmt, precision, ctx.target.options_for(fmt), ctx.staging / name,
                                          calibration=ctx.data.calibration if ctx.data else None,
                                          calibration_samples=ctx.target.quantize.calibration_samples,
-                                         workdir=ctx.workdir))
+                                         workdir=ctx.workdir, quantize=ctx.target.quantize,
+                                         keep_float=() if ctx.target.quantize.keep_float_auto
+                                         else ctx.target.quantize.keep_float))
     return artifacts
 
 
@@ -184,6 +186,9 @@ def run(model_path: str | Path, target: TargetProfile, data_path: str | Path | N
         reference_model, to_convert = calibrate_and_fold(ctx, model)
         artifacts = convert_all(ctx, to_convert)
         ref, entries = verify_all(ctx, reference_model, artifacts, to_convert)
+        from edgeprep.stages.quantize import annotate_int8  # per-layer error of int8 artifacts
+
+        annotate_int8(ctx, artifacts, entries)
         bench_all(ctx, artifacts, entries)
         report = write(ctx, entries, ref)
         replace(staging, out_dir)

@@ -79,6 +79,8 @@ def weight_errors(original, compressed) -> list[dict]:
     dec = consts(cto.coreml.decompress_weights(compressed))
     rows = []
     for name, q in dec.items():
+        for suffix in ("_quantized", "_palettized"):   # the compressed op keeps the weight's name plus a suffix
+            name = name.removesuffix(suffix)
         r = ref.get(name)
         if r is None or r.shape != q.shape:
             continue

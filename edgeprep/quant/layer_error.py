@@ -185,6 +185,29 @@ def _ov_outputs(model, ops, x: np.ndarray) -> list[np.ndarray]:
     return [np.concatenate(v) for v in values]
 
 
+def ov_node_ids(ops) -> list[str]:
+    """Stable ids of compute ops: the friendly name when the converter kept a real one, else ``Type#k`` (the k-th
+    op of that type in execution order), because generated names (``Convolution_27203``) change per conversion."""
+    import re
+
+    counts: dict[str, int] = {}
+    ids = []
+    for op in ops:
+        t = op.get_type_name()
+        k = counts.get(t, 0)
+        counts[t] = k + 1
+        name = op.get_friendly_name()
+        ids.append(f"{t}#{k}" if re.fullmatch(r"[A-Za-z]+_\d+", name) else name)
+    return ids
+
+
+def resolve_ov_nodes(model, names) -> list[str]:
+    """Friendly names in ``model`` for node ids from ``ov_node_ids`` (other names pass through)."""
+    ops = _ov_compute_ops(model)
+    table = dict(zip(ov_node_ids(ops), (op.get_friendly_name() for op in ops)))
+    return [table.get(n, n) for n in names]
+
+
 def openvino_errors(quantized: Path, reference: Path, x: np.ndarray) -> list[LayerError]:
     """Per-layer SQNR of a quantized OpenVINO IR against the float IR of the same model."""
     import openvino as ov
@@ -198,12 +221,13 @@ def openvino_errors(quantized: Path, reference: Path, x: np.ndarray) -> list[Lay
     f_vals = _ov_outputs(fm, [f_ops[i] for i, _ in pairs], x)
     q_vals = _ov_outputs(qm, [q_ops[j] for _, j in pairs], x)
     out = []
+    ids = ov_node_ids(f_ops)
     for k, (i, j) in enumerate(pairs):
         acc = _Acc()
         acc.add(f_vals[k], q_vals[k])
-        node = f_ops[i].get_friendly_name()
+        node = ids[i]
         tensor_names = sorted(f_ops[i].output(0).get_names(), key=len)   # the TF tensor name, when kept
-        shown = next((n for n in tensor_names if "/" in n), node)
+        shown = next((n for n in tensor_names if "/" in n), f_ops[i].get_friendly_name())
         out.append(LayerError(display_name(shown), node, q_ops[j].get_type_name(),
                               tuple(int(d) for d in q_ops[j].get_output_shape(0))[1:], acc.sqnr, j))
     return out

@@ -50,11 +50,13 @@ def _advanced(request: ConvertRequest, opts: OpenVINOOptions):
     return AdvancedQuantizationParameters(**kwargs)
 
 
-def _ignored(request: ConvertRequest, opts: OpenVINOOptions):
+def _ignored(request: ConvertRequest, opts: OpenVINOOptions, ov_model):
     import nncf
 
+    from edgeprep.quant.layer_error import resolve_ov_nodes
+
     scope = opts.ignored_scope
-    names = list(scope.names) + list(request.keep_float)
+    names = resolve_ov_nodes(ov_model, list(scope.names) + list(request.keep_float))
     if not (names or scope.patterns or scope.types):
         return None
     return nncf.IgnoredScope(names=names, patterns=list(scope.patterns), types=list(scope.types))
@@ -68,13 +70,13 @@ def quantize(ov_model, request: ConvertRequest, opts: OpenVINOOptions):
     preset = nncf.QuantizationPreset.PERFORMANCE if opts.nncf_preset == "performance" \
         else nncf.QuantizationPreset.MIXED
     common = dict(preset=preset, subset_size=len(xs), fast_bias_correction=opts.bias_correction != "accurate",
-                  ignored_scope=_ignored(request, opts))
+                  ignored_scope=_ignored(request, opts, ov_model))
     advanced = _advanced(request, opts)
     quant = {"weights": "int8 per-channel", "activations": "int8 (FakeQuantize)", "io": "float32",
              "calibration_samples": len(xs), "range_method": request.quantize.range_method,
              "method": f"nncf ptq, preset {opts.nncf_preset}, bias correction {opts.bias_correction}"}
     if common["ignored_scope"] is not None:
-        quant["kept_float"] = sorted(set(common["ignored_scope"].names))
+        quant["kept_float"] = sorted(set(opts.ignored_scope.names) | set(request.keep_float))
     try:
         if not opts.accuracy_control:
             return nncf.quantize(ov_model, nncf.Dataset(xs), advanced_parameters=advanced, **common), quant
