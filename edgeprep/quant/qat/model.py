@@ -153,8 +153,9 @@ class QATModel:
         if mode.training:
             ctx = tf.distribute.get_replica_context()
             bmin, bmax = tf.reduce_min(y), tf.reduce_max(y)
-            if ctx is not None and ctx.num_replicas_in_sync > 1:
-                bmin, bmax = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, [bmin, bmax])
+            if ctx is not None and ctx.num_replicas_in_sync > 1:  # the global batch's extremes, as one device
+                both = ctx.all_gather(tf.stack([bmin, bmax])[None], axis=0)
+                bmin, bmax = tf.reduce_min(both[:, 0]), tf.reduce_max(both[:, 1])
             d = self.ema_decay
             vmin.assign(tf.minimum(vmin * d + bmin * (1 - d), 0.0))
             vmax.assign(tf.maximum(vmax * d + bmax * (1 - d), 0.0))
