@@ -13,7 +13,7 @@ import pytest
 from conftest import MANIFEST, ROOT, run_cli
 
 from edgeprep.config.formats import CoreMLOptions, IgnoredScope, OpenVINOOptions, TFLiteOptions
-from edgeprep.config.quantize import QATConfig, QuantizeConfig
+from edgeprep.config.quantize import QuantizeConfig
 from edgeprep.data import load_data
 from edgeprep.models import load_model
 from edgeprep.stages.convert import convert
@@ -231,7 +231,8 @@ def test_multiworker_two_processes(tmp_path, trained_small):
     workers = [f"127.0.0.1:{p}" for p in ports]
     t = tmp_path / "t.toml"
     t.write_text('name = "t"\ndescription = "x"\nformats = ["tflite"]\nprecisions = ["int8"]\n'
-                 '[quantize]\ncalibration_samples = 128\nlayer_error_samples = 0\n[quantize.qat]\nfreeze_bn_steps = 2\n')
+                 '[quantize]\ncalibration_samples = 128\nlayer_error_samples = 0\n'
+                 '[quantize.qat]\nfreeze_bn_steps = 2\n')
     procs = []
     for i in range(2):
         env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3",

@@ -50,9 +50,10 @@ def compress(mlmodel, request: ConvertRequest, opts: CoreMLOptions):
             samples = [{None: x[i:i + 1]} for x, _ in request.calibration.batches(64, request.calibration_samples)
                        for i in range(len(x))] if request.calibration is not None else []
             if samples:
-                acfg = cto.coreml.OptimizationConfig(global_config=cto.coreml.experimental.OpActivationLinearQuantizerConfig(
-                    mode="linear_symmetric"))
-                mlmodel = cto.coreml.experimental.linear_quantize_activations(mlmodel, acfg, samples)
+                exp = cto.coreml.experimental
+                acfg = cto.coreml.OptimizationConfig(
+                    global_config=exp.OpActivationLinearQuantizerConfig(mode="linear_symmetric"))
+                mlmodel = exp.linear_quantize_activations(mlmodel, acfg, samples)
                 quant["activations"] = "int8 (linear symmetric, calibrated)"
     return mlmodel, quant, notes
 

@@ -20,10 +20,10 @@ PUBLISHED = "published MobileNetV2 ImageNet top-1 drops (not measured here): TFL
 
 def main() -> int:
     from edgeprep.config.formats import TFLiteOptions
-    from edgeprep.stages.quantize import quantize
-    from edgeprep.stages.convert import convert
     from edgeprep.data import load_data
     from edgeprep.models import load_model
+    from edgeprep.stages.convert import convert
+    from edgeprep.stages.quantize import quantize
     from edgeprep.targets import load_target
 
     target = load_target("litert-cpu")

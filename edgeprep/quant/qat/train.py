@@ -23,6 +23,9 @@ from edgeprep.config.quantize import QATConfig
 from edgeprep.data import Dataset
 from edgeprep.errors import ConfigError
 
+STRATEGY_NAMES = {"CollectiveAllReduceStrategy": "MultiWorkerMirroredStrategy",
+                  "_DefaultDistributionStrategy": "default (one device)"}
+
 
 def _cluster() -> dict | None:
     raw = os.environ.get("TF_CONFIG")
@@ -197,9 +200,8 @@ def train(model_path: Path, data: Dataset, cfg: QATConfig, ranges: dict, strateg
     return TrainResult(
         weights=[np.asarray(w) for w in student.get_weights()], state=qat.state_numpy(), steps=steps,
         freeze_step=freeze, replicas=replicas, workers=cluster["workers"] if cluster else 1,
-        strategy={"CollectiveAllReduceStrategy": "MultiWorkerMirroredStrategy",
-                  "_DefaultDistributionStrategy": "default (one device)"}.get(type(strategy).__name__,
-                                                                             type(strategy).__name__), objective="distillation (logit KL)" if distill else "labels",
+        strategy=STRATEGY_NAMES.get(type(strategy).__name__, type(strategy).__name__),
+        objective="distillation (logit KL)" if distill else "labels",
         loss_first=losses[0], loss_last=float(np.mean(losses[-max(1, min(10, len(losses))):])),
         seconds=time.perf_counter() - start, bn_divergence=divergence,
         moving_stats_replica_spread=spread)
