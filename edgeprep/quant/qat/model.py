@@ -1,7 +1,8 @@
 """The fake-quant forward pass of a planned Keras model, and the quantizer state it trains.
 
 Weights: per-output-channel (Dense: per-tensor) symmetric int8 (narrow range, zero point 0, as TFLite's
-int8 spec) computed on the BN-folded kernel ``w * gamma / sqrt(var + eps)``. Fold-aware training (Jacob et al. 2018, Krishnamoorthi 2018):
+int8 spec) computed on the BN-folded kernel ``w * gamma / sqrt(var + eps)``. Fold-aware training
+(Jacob et al. 2018, Krishnamoorthi 2018):
 before the freeze the batch statistics are used — synchronized across replicas, so data-parallel training sees
 the global batch — via the correction ``sqrt(var_moving + eps) / sqrt(var_batch + eps)``, and the moving
 statistics are updated; after the freeze the graph is exactly the inference graph with moving statistics.
