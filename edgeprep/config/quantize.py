@@ -26,8 +26,12 @@ class QATConfig:
     steps: int | None = None           # or a fixed number of optimizer steps (overrides epochs)
     batch_size: int = 32               # global batch size (split across replicas)
     learning_rate: float = 1e-5
-    freeze_bn_steps: int = 200         # fold-aware training: BN batch statistics are used (and synchronized
-    #                                    across replicas) for this many steps, then frozen at their moving values
+    # Fold-aware training: BN batch statistics are used (and synchronized across replicas) for this many steps,
+    # then frozen at their moving values. Short by default: QAT fine-tunes a converged model, and batch statistics
+    # of small batches of un-augmented data are noisy and pull the moving statistics away from the ones the model
+    # was trained with (on 5,000 held-out training images, 93 steps with batch statistics cost 2-8 dB of SQNR
+    # and 0.1 points of top-1 against freezing after 10).
+    freeze_bn_steps: int = 10
     ema_decay: float = 0.99            # activation ranges: exponential moving average of batch min/max
     temperature: float = 1.0           # distillation: softmax temperature of the logit KL
     distill: Literal["auto", "always", "never"] = "auto"   # auto: distil when the data has no labels
