@@ -15,8 +15,16 @@ from typing import Callable, Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-_stderr = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1, closefd=True) if hasattr(sys.stderr, "fileno") \
-    else sys.stderr
+
+def _own_stderr():
+    """A duplicate of file descriptor 2, or ``sys.stderr`` itself when it has none (Jupyter, captured streams)."""
+    try:
+        return os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1, closefd=True)
+    except (AttributeError, OSError, ValueError):   # io.UnsupportedOperation is an OSError and a ValueError
+        return sys.stderr
+
+
+_stderr = _own_stderr()
 console = Console(file=_stderr, stderr=True, highlight=False)
 
 
