@@ -11,8 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from edgeprep._util import quiet
 from edgeprep.backends import Artifact
 from edgeprep.data import Dataset
@@ -60,15 +58,15 @@ def candidates(report: dict) -> list[str]:
     return out
 
 
-def keep_float_search(artifact: Artifact, report: dict, requantize: Callable[[tuple[str, ...]], Artifact],
-                      measure: Callable[[Artifact], dict], max_drop: float | None, max_layers: int) -> tuple[
-                          Artifact, dict, dict]:
-    """Returns the chosen artifact, its verification result and the ``keep_float`` report object."""
+def keep_float_search(artifact: Artifact, result: dict, report: dict,
+                      requantize: Callable[[tuple[str, ...]], Artifact], measure: Callable[[Artifact], dict],
+                      max_drop: float | None, max_layers: int) -> tuple[Artifact, dict, dict]:
+    """Start from ``artifact`` and its verification ``result``; returns the chosen artifact, its verification
+    result and the ``keep_float`` report object."""
     if max_drop is None:
         raise ConfigError("keep_float = auto needs the target's int8 max_accuracy_drop",
                           "set [gates.int8] max_accuracy_drop (points) in the target profile")
     order = candidates(report)
-    result = measure(artifact)
     tried = [{"kept_float": [], "drop": _drop(result)}]
     best, best_result, kept = artifact, result, ()
     n = 1
@@ -97,8 +95,4 @@ def _drop(result: dict) -> float:
     return round(100.0 * (1.0 - float(m.get("agreement") or 0.0)), 4)
 
 
-def weight_sqnr_note(rows: list[dict]) -> list[dict]:
-    return [dict(r) for r in rows[:50]]
-
-
-__all__ = ["layer_errors", "keep_float_search", "candidates", "MEASURED", "np"]
+__all__ = ["layer_errors", "keep_float_search", "candidates", "MEASURED"]

@@ -254,7 +254,7 @@ def _verify_and_refine(ctx: RunContext, built: list[Built], cfg):
                 lerr = layers.layer_errors(art, b.float_path, evaluation, cfg.layer_error_samples)
             keep = None
             if cfg.keep_float_auto and b.requantize is not None and lerr["status"] == "measured":
-                art, result, keep = layers.keep_float_search(art, lerr, b.requantize, measure,
+                art, result, keep = layers.keep_float_search(art, result, lerr, b.requantize, measure,
                                                              thresholds.max_accuracy_drop, cfg.keep_float_max_layers)
                 if keep["kept_float"]:
                     ctx.reporter.info(f"{art.label}: kept in float {', '.join(keep['kept_float'])}"
