@@ -46,15 +46,20 @@ def _layernorm_model(path):
 
 
 def test_tflite_ptq_range_methods_keep_float_and_float_op_check(tmp_path, small, data):
-    from edgeprep.quant import layer_error, tflite_ptq
+    from edgeprep.quant import layer_error
 
-    mm = convert(small, "tflite", "int8", TFLiteOptions(), tmp_path / "a.int8.tflite", calibration=data.calibration,
-                 calibration_samples=200)
+    work = tmp_path / "work"        # shared: int8 conversions of the same model reuse one calibration
+
+    def int8(name, opts=TFLiteOptions(), **kw):
+        return convert(small, "tflite", "int8", opts, tmp_path / f"{name}.int8.tflite", calibration=data.calibration,
+                       calibration_samples=200, workdir=work, **kw)
+
+    mm = int8("a")
     assert mm.inspection["all_int8"] and mm.inspection["float_ops"] == {}
     assert mm.quantization["range_method"] == "minmax" and mm.quantization["calibration_samples"] == 200
-    pc = convert(small, "tflite", "int8", TFLiteOptions(), tmp_path / "b.int8.tflite", calibration=data.calibration,
-                 calibration_samples=200, quantize=QuantizeConfig(range_method="percentile", percentile=99.0))
-    assert pc.sha256 != mm.sha256
+    assert len(list(work.glob("calibrated-*.tflite"))) == 1
+    pc = int8("b", quantize=QuantizeConfig(range_method="percentile", percentile=99.0))
+    assert pc.sha256 != mm.sha256 and len(list(work.glob("calibrated-*.tflite"))) == 2
     fp = convert(small, "tflite", "fp32", TFLiteOptions(), tmp_path / "f.fp32.tflite")
     x, _ = data.evaluation.arrays(64)
     errs = layer_error.ranked(layer_error.tflite_errors(mm.path, fp.path, x))
@@ -62,14 +67,44 @@ def test_tflite_ptq_range_methods_keep_float_and_float_op_check(tmp_path, small,
     same = layer_error.tflite_errors(fp.path, fp.path, x)
     assert all(e.sqnr_db >= 100 for e in same)               # float against itself: (near) exact
     keep = errs[0].node
-    kept = convert(small, "tflite", "int8", TFLiteOptions(), tmp_path / "k.int8.tflite",
-                   calibration=data.calibration, calibration_samples=200, keep_float=(keep,))
+    kept = int8("k", keep_float=(keep,))
     assert kept.inspection["float_ops"] and not kept.inspection["all_int8"]
     assert kept.quantization["kept_float"] == [keep]
     with pytest.raises(Exception, match="float_fallback"):
-        convert(small, "tflite", "int8", TFLiteOptions(float_fallback=False), tmp_path / "s.int8.tflite",
-                calibration=data.calibration, calibration_samples=50, keep_float=(keep,))
-    assert isinstance(tflite_ptq.BOUNDARY_OPS, set)
+        int8("s", TFLiteOptions(float_fallback=False), keep_float=(keep,))
+    assert len(list(work.glob("calibrated-*.tflite"))) == 2   # keep-float re-quantized without recalibrating
+
+
+def test_keep_float_search_keeps_worst_layers_up_to_the_limit(tmp_path, small, data):
+    """Unlabelled evaluation data: the drop is top-1 disagreement with the float model, which 2 float layers in an
+    otherwise int8 model cannot bring to 0, so the search re-quantizes with 1, then 2 layers and says it failed."""
+    from edgeprep.config.gates import Thresholds
+    from edgeprep.data import load_dataset
+    from edgeprep.stages import layers
+    from edgeprep.stages.verify import reference, verify
+
+    x, _ = data.evaluation.arrays(300)
+    np.savez(tmp_path / "unlabelled.npz", x=x)
+    ev = load_dataset(tmp_path / "unlabelled.npz")
+    work = tmp_path / "work"
+
+    def int8(keep=()):
+        return convert(small, "tflite", "int8", TFLiteOptions(), tmp_path / f"k{len(keep)}.int8.tflite",
+                       calibration=data.calibration, calibration_samples=200, workdir=work, keep_float=keep)
+
+    art = int8()
+    fp = convert(small, "tflite", "fp32", TFLiteOptions(), tmp_path / "f.fp32.tflite")
+    ref = reference(small, ev, 300)
+    measure = lambda a: verify(a, ref, ev, Thresholds())  # noqa: E731
+    lerr = layers.layer_errors(art, fp.path, ev, 32)
+    first = measure(art)
+    chosen, result, rec = layers.keep_float_search(art, first, lerr, int8, measure, max_drop=0.0, max_layers=2)
+    assert first["metrics"].get("accuracy_drop") is None and first["metrics"]["agreement"] < 1.0
+    assert [t["kept_float"] for t in rec["tried"]] == [[], layers.candidates(lerr)[:1], layers.candidates(lerr)[:2]]
+    assert rec["kept_float"] == layers.candidates(lerr)[:2] and not rec["met"] and "agreement" in rec["metric"]
+    assert rec["tried"][0]["drop"] == pytest.approx(100 * (1 - first["metrics"]["agreement"]), abs=1e-3)
+    assert chosen.inspection["float_ops"] and chosen.quantization["kept_float"] == rec["kept_float"]
+    assert result["metrics"]["agreement"] == pytest.approx(1 - rec["tried"][-1]["drop"] / 100, abs=1e-6)
 
 
 def test_openvino_ignored_scope_and_accuracy_control(tmp_path, small, data):
@@ -160,27 +195,40 @@ def _target(tmp_path, extra=""):
     t.write_text('name = "t"\ndescription = "test"\nformats = ["tflite", "openvino"]\nprecisions = ["int8"]\n'
                  '[quantize]\ncalibration_samples = 200\nlayer_error_samples = 32\n'
                  '[quantize.qat]\nfreeze_bn_steps = 5\nlearning_rate = 1e-4\n'
-                 '[gates.int8]\nmax_accuracy_drop = 3.0\n' + extra)
+                 '[gates.int8]\nmax_accuracy_drop = 3.0\n[verify]\nsamples = 300\n' + extra)
     return t
 
 
-def test_qat_distills_without_labels_and_bad_input(tmp_path, trained_small, calib_npz, eval_npz):
+def test_qat_distills_without_labels_and_bad_input(tmp_path, trained_small, calib_npz, eval_npz, capsys,
+                                                   monkeypatch):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from edgeprep import progress
+    from edgeprep.cli import main
+
     np.savez(tmp_path / "unlabelled.npz", x=calib_npz["x"][:150])
     np.savez(tmp_path / "eval.npz", x=eval_npz["x"][:300], y=eval_npz["y"][:300])
     (tmp_path / "d.toml").write_text('calibration = "unlabelled.npz"\nevaluation = "eval.npz"\n'
                                      '[preprocess]\nscale = 0.00392156862745098\n')
-    bad = run_cli("quantize", str(trained_small), "--method", "qat", "--labels", "--data", str(tmp_path / "d.toml"))
-    assert bad.returncode == 2 and "has no labels" in bad.stderr and "Traceback" not in bad.stderr
+    assert main(["-q", "quantize", str(trained_small), "--method", "qat", "--labels", "--data",
+                 str(tmp_path / "d.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "has no labels" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    shown = StringIO()
+    monkeypatch.setattr(progress, "console", Console(file=shown, width=200))
     out = tmp_path / "o"
     t = tmp_path / "t.toml"
     t.write_text('name = "t"\ndescription = "x"\nformats = ["tflite"]\nprecisions = ["int8"]\n'
                  '[quantize]\nlayer_error_samples = 16\n')
-    r = run_cli("quantize", str(trained_small), "--method", "qat", "--steps", "6", "--data", str(tmp_path / "d.toml"),
-                "--target", str(t), "--out", str(out), "--calib-samples", "40")
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "only 40 calibration samples" in r.stderr
+    rc = main(["quantize", str(trained_small), "--method", "qat", "--steps", "6", "--data", str(tmp_path / "d.toml"),
+               "--target", str(t), "--out", str(out), "--calib-samples", "40"])
+    assert rc == 0, capsys.readouterr().err[-2000:]
+    assert "only 40 calibration samples" in shown.getvalue()
     rep = json.loads((out / "report.json").read_text())
     assert rep["quantize"]["qat"]["objective"].startswith("distillation")
+    assert rep["quantize"]["calibration_samples"] == 40 and "only 40" in rep["quantize"]["notes"][0]
     assert rep["artifacts"][0]["metrics"]["agreement"] >= 0.85
 
 
@@ -232,7 +280,7 @@ def test_multiworker_two_processes(tmp_path, trained_small):
     t = tmp_path / "t.toml"
     t.write_text('name = "t"\ndescription = "x"\nformats = ["tflite"]\nprecisions = ["int8"]\n'
                  '[quantize]\ncalibration_samples = 128\nlayer_error_samples = 0\n'
-                 '[quantize.qat]\nfreeze_bn_steps = 2\n')
+                 '[quantize.qat]\nfreeze_bn_steps = 2\n[verify]\nsamples = 100\n')
     procs = []
     for i in range(2):
         env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3",
