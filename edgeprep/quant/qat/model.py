@@ -22,7 +22,8 @@ from edgeprep.quant.qat.graph import FIXED_RANGE, Step, plan
 
 
 def fold_factors(gamma, beta, mean, var, eps):
-    """BatchNorm as a per-channel affine ``y = x * scale + shift`` (the folding arithmetic, any array library)."""
+    """BatchNorm as a per-channel affine ``y = x * scale + shift`` on TensorFlow tensors, inside the trained graph
+    (gradients flow to gamma and beta). The exported, numpy side folds with ``edgeprep.stages.bn_math``."""
     scale = gamma / (var + eps) ** 0.5
     return scale, beta - mean * scale
 
@@ -190,23 +191,19 @@ class QATModel:
 
     def folded_numpy(self, s: Step) -> tuple[np.ndarray, np.ndarray]:
         """The (BN-folded) float kernel and bias of a linear step, as numpy arrays."""
+        from edgeprep.stages.bn_math import fold_bn_params
+
         layer = s.layer
+        depthwise = type(layer).__name__ == "DepthwiseConv2D"
         w = np.asarray(layer.kernel.numpy(), np.float32)
-        b = np.asarray(layer.bias.numpy(), np.float32) if layer.use_bias else np.zeros(w.shape[-1] if type(
-            layer).__name__ != "DepthwiseConv2D" else w.shape[-2] * w.shape[-1], np.float32)
+        bias = np.asarray(layer.bias.numpy(), np.float32) if layer.use_bias else None
         if s.fold is None:
-            return w, b
+            return w, bias if bias is not None else np.zeros(w.shape[-2] * w.shape[-1] if depthwise else w.shape[-1],
+                                                             np.float32)
         bn = s.fold
-        gamma = np.asarray(bn.gamma.numpy()) if bn.scale else 1.0
-        beta = np.asarray(bn.beta.numpy()) if bn.center else 0.0
-        mean = np.asarray(self.vars[f"{bn.name}:mean"].numpy())
-        var = np.asarray(self.vars[f"{bn.name}:var"].numpy())
-        scale, shift = fold_factors(gamma, beta, mean, var, bn.epsilon)
-        if type(layer).__name__ == "DepthwiseConv2D":
-            w = w * np.reshape(scale, w.shape[-2:])
-        else:
-            w = w * scale
-        return w.astype(np.float32), (b * scale + shift).astype(np.float32)
+        return fold_bn_params(w, bias, bn.gamma.numpy() if bn.scale else None, bn.beta.numpy() if bn.center else None,
+                              self.vars[f"{bn.name}:mean"].numpy(), self.vars[f"{bn.name}:var"].numpy(), bn.epsilon,
+                              channel_axis=(2, 3) if depthwise else -1)
 
     def _weights(self, w, layer, constant: bool = False):
         """Per-output-channel symmetric fake quantization (narrow range [-127, 127])."""
