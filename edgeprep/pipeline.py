@@ -188,7 +188,7 @@ def run(model_path: str | Path, target: TargetProfile, data_path: str | Path | N
         ref, entries = verify_all(ctx, reference_model, artifacts, to_convert)
         from edgeprep.stages.quantize import annotate_int8  # per-layer error of int8 artifacts
 
-        annotate_int8(ctx, artifacts, entries)
+        annotate_int8(ctx, artifacts, entries, to_convert)
         bench_all(ctx, artifacts, entries)
         report = write(ctx, entries, ref)
         replace(staging, out_dir)

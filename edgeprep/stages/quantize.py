@@ -268,8 +268,10 @@ def _verify_and_refine(ctx: RunContext, built: list[Built], cfg):
     return entries, ref
 
 
-def annotate_int8(ctx: RunContext, artifacts: list[Artifact], entries: list[dict]) -> None:
-    """For ``edgeprep run``: add the per-layer error of every int8 artifact to its report entry."""
+def annotate_int8(ctx: RunContext, artifacts: list[Artifact], entries: list[dict], converted=None) -> None:
+    """For ``edgeprep run``: add the per-layer error of every int8 artifact to its report entry, against the fp32
+    artifact of the same format (or one made from ``converted``, the model the artifacts came from)."""
+    model = converted or ctx.model
     n = ctx.target.quantize.layer_error_samples
     if ctx.data is None or n == 0:
         return
@@ -281,8 +283,8 @@ def annotate_int8(ctx: RunContext, artifacts: list[Artifact], entries: list[dict
             if art.format in layers.MEASURED:
                 backend = get_backend(art.format)
                 float_path = next((a.path for a in artifacts if a.format == art.format and a.precision == "fp32"),
-                                  None) or convert(ctx.model, art.format, "fp32", ctx.target.options_for(art.format),
-                                                   ctx.workdir / backend.artifact_name(ctx.model.name + "-float",
+                                  None) or convert(model, art.format, "fp32", ctx.target.options_for(art.format),
+                                                   ctx.workdir / backend.artifact_name(model.name + "-float",
                                                                                        "fp32"),
                                                    workdir=ctx.workdir).path
             with ctx.reporter.step(f"Per-layer error of {art.label}"):
