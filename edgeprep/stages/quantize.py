@@ -273,12 +273,11 @@ def annotate_int8(ctx: RunContext, artifacts: list[Artifact], entries: list[dict
     artifact of the same format (or one made from ``converted``, the model the artifacts came from)."""
     model = converted or ctx.model
     n = ctx.target.quantize.layer_error_samples
-    if ctx.data is None or n == 0:
+    int8 = [(art, entry) for art, entry in zip(artifacts, entries) if art.precision == "int8"]
+    if ctx.data is None or n == 0 or not int8:
         return
     with ctx.timed("layer_errors"):
-        for art, entry in zip(artifacts, entries):
-            if art.precision != "int8":
-                continue
+        for art, entry in int8:
             float_path = None
             if art.format in layers.MEASURED:
                 backend = get_backend(art.format)
