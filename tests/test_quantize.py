@@ -181,6 +181,9 @@ def test_qat_cli_labelled_exports_all_int8_tflite_and_openvino(tmp_path, trained
         assert a["metrics"]["agreement"] >= 0.9 and a["layer_errors"]["status"] == "measured"
         assert a["layer_errors"]["layers"][0]["sqnr_db"] <= a["layer_errors"]["layers"][-1]["sqnr_db"]
         assert a["keep_float"]["met"]
+        # layers are chosen on the calibration data; the reported metrics come from the evaluation data
+        assert a["keep_float"]["selected_on"].endswith("fashion_mnist_calib.npz")
+        assert a["metrics"]["samples"] == rep["reference"]["samples"]
     q = rep["quantize"]["qat"]
     assert q["objective"] == "labels" and q["steps"] == 12 and q["bn_frozen_at_step"] == 5
     assert set(q["bn_divergence"]) and q["replicas"] == 1
