@@ -347,6 +347,24 @@ def load_data(path: str | Path, *, preprocess_layers: tuple[dict | None, ...] = 
     return DataSpec(calibration=cal, evaluation=ev, manifest=manifest_name)
 
 
+def scaling_warnings(ds: Dataset, sample: int = 64) -> list[str]:
+    """Warn when preprocessing divides data that is already scaled: float pixels in [0, 1] given ``scale`` 1/255
+    become values below 0.004, which a model trained on [0, 1] silently misreads (top-1 near chance)."""
+    pre = ds.preprocess
+    if not (0 < abs(pre.scale) <= 0.01):
+        return []
+    raw = ds.read(np.arange(min(sample, ds.count)))
+    arrays = raw if isinstance(raw, list) else [raw]
+    if not all(np.issubdtype(np.asarray(a).dtype, np.floating) for a in arrays):
+        return []
+    peak = max(float(np.max(np.abs(a))) for a in arrays)
+    if peak > 1.0:
+        return []
+    return [f"{ds.source}: the data is already float in [0, {peak:.3g}] and preprocessing multiplies it by "
+            f"{pre.scale:.6g}; if it was scaled before saving, remove `scale` (manifest, target [preprocess] or "
+            "--scale), or save the raw pixels"]
+
+
 def describe(ds: Dataset) -> dict:
     """A JSON-ready description of a dataset for reports."""
     return {"source": ds.source, "samples": ds.count, "labelled": ds.has_labels,

@@ -23,7 +23,7 @@ from typing import Iterator
 
 from edgeprep._util import atomic_path, replace
 from edgeprep.backends import Artifact, get_backend
-from edgeprep.data import DataSpec, check_fits, describe, load_data
+from edgeprep.data import DataSpec, check_fits, describe, load_data, scaling_warnings
 from edgeprep.errors import DataError
 from edgeprep.models import ModelHandle, check_model_path, load_model
 from edgeprep.progress import Reporter
@@ -91,6 +91,9 @@ def load_inputs(model_path: str | Path, data_path: str | Path | None, target: Ta
     check_fits(data.evaluation, model.input_shape, f"the model ({model.path.name})")
     if not data.shared:
         check_fits(data.calibration, model.input_shape, f"the model ({model.path.name})")
+    for ds in (data.evaluation,) if data.shared else (data.calibration, data.evaluation):
+        for warning in scaling_warnings(ds):
+            reporter.warn(warning)
     return model, data
 
 

@@ -7,7 +7,7 @@ import pytest
 from conftest import DATA_DIR, MANIFEST
 from PIL import Image
 
-from edgeprep.data import Preprocess, check_fits, load_data, load_dataset, resize_bilinear
+from edgeprep.data import Preprocess, check_fits, load_data, load_dataset, resize_bilinear, scaling_warnings
 from edgeprep.errors import ConfigError, DataError, InputError
 
 
@@ -146,3 +146,13 @@ def test_bad_manifest(tmp_path):
     (tmp_path / "m.toml").write_text('calibration = "c.npz"\nevalutaion = "e.npz"\n')
     with pytest.raises(ConfigError, match="unknown key 'evalutaion'"):
         load_data(tmp_path / "m.toml")
+
+
+def test_double_scaling_is_warned_about(tmp_path, eval_npz):
+    np.savez(tmp_path / "scaled.npz", x=eval_npz["x"][:20].astype(np.float32) / 255.0)
+    np.savez(tmp_path / "raw.npz", x=eval_npz["x"][:20])
+    already = load_dataset(tmp_path / "scaled.npz", Preprocess(scale=1 / 255))
+    [warning] = scaling_warnings(already)
+    assert "already float in [0, 1]" in warning and "remove `scale`" in warning
+    assert scaling_warnings(load_dataset(tmp_path / "raw.npz", Preprocess(scale=1 / 255))) == []
+    assert scaling_warnings(load_dataset(tmp_path / "scaled.npz")) == []
