@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from device_bench import __version__, measure, metrics
+from device_bench import __version__, device, measure, metrics
 
 SUFFIX_RUNTIMES = {".tflite": "litert", ".xml": "openvino", ".onnx": "onnxruntime"}
 
@@ -97,6 +97,7 @@ def run(job: Job) -> dict:
         "job": job.to_dict(),
         "artifact": {"path": job.artifact, "files": files, "size_bytes": size},
         "runtime": session.describe(),
+        "device": device.info(),
         "bench": {
             "runner": job.runtime, "threads": job.threads, "options": dict(job.options),
             "load_ms": round(load_ms, 3), "first_inference_ms": round(timing.first_ms, 4),

@@ -39,6 +39,7 @@ from edgeprep.targets import TargetProfile
 class RunResult:
     out_dir: Path
     report: dict
+    reference: Reference | None = None      # the float outputs every artifact was verified against
 
     @property
     def passed(self) -> bool:
@@ -170,8 +171,9 @@ def write(ctx: RunContext, entries: list[dict], ref: Reference | None) -> dict:
 
 def run(model_path: str | Path, target: TargetProfile, data_path: str | Path | None,
         out_dir: str | Path | None = None, *, calibration_path: str | Path | None = None,
-        cli_preprocess: dict | None = None, reporter: Reporter | None = None) -> RunResult:
-    """Run the target's stages. Without data, int8 is refused up front and nothing can be verified."""
+        cli_preprocess: dict | None = None, reporter: Reporter | None = None, bench: bool = True) -> RunResult:
+    """Run the target's stages. Without data, int8 is refused up front and nothing can be verified.
+    ``bench=False`` leaves the benchmarks to the caller (a fleet benchmarks its devices in parallel)."""
     reporter = reporter or Reporter(quiet=True)
     check_model_path(model_path)
     if data_path is None:
@@ -192,9 +194,10 @@ def run(model_path: str | Path, target: TargetProfile, data_path: str | Path | N
         from edgeprep.stages.quantize import annotate_int8  # per-layer error of int8 artifacts
 
         annotate_int8(ctx, artifacts, entries, to_convert)
-        bench_all(ctx, artifacts, entries)
+        if bench:
+            bench_all(ctx, artifacts, entries, ref)
         report = write(ctx, entries, ref)
         replace(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return RunResult(out_dir, report)
+    return RunResult(out_dir, report, ref)

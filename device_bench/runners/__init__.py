@@ -15,6 +15,7 @@ REGISTRY: LazyRegistry[type[Runner]] = LazyRegistry("runtime", {
     "openvino": "device_bench.runners.openvino",
     "onnxruntime": "device_bench.runners.onnxruntime",
     "coreml-ref": "device_bench.runners.coreml_ref",
+    "coreml": "device_bench.runners.coreml",
 }, RunnerUnavailable)
 register = REGISTRY.register
 

@@ -12,6 +12,8 @@ from device_bench.transports.base import BenchFailed, Completed, Transport, Tran
 
 REGISTRY: LazyRegistry[type[Transport]] = LazyRegistry("transport", {
     "local": "device_bench.transports.local",
+    "qemu-aarch64": "device_bench.transports.qemu",
+    "ssh": "device_bench.transports.ssh",
 }, TransportUnavailable)
 register = REGISTRY.register
 

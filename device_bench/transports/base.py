@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import threading
+import time
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -10,11 +15,17 @@ from device_bench.bench import Job
 
 
 class TransportUnavailable(RuntimeError):
-    """The transport cannot be used here (unknown name, missing emulator or SSH client, unreachable host)."""
+    """The transport cannot be used here (unknown name, missing emulator or SSH client, unreachable host).
+    ``hint`` says what to do about it."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message, self.hint = message, hint
 
 
 class BenchFailed(RuntimeError):
-    """A benchmark process failed or timed out. ``kind`` is ``timeout``, ``error`` or ``crash``."""
+    """A benchmark process failed or timed out. ``kind`` is ``timeout``, ``error``, ``crash``, or for a device
+    reached over a network ``unreachable`` (it could not be reached) or ``disconnected`` (lost mid-run)."""
 
     def __init__(self, kind: str, message: str):
         super().__init__(message)
@@ -35,6 +46,7 @@ class Transport:
     """Runs benchmark processes. Subclasses implement ``execute``; ``run`` adds the result handling."""
 
     name = ""
+    emulated = False              # results come from an emulator: numerics are real, timings are not
 
     def execute(self, job: Job, timeout: float, wrapper: Sequence[str] = ()) -> Completed:
         """Run ``[*wrapper, python, -m, device_bench, *job.argv(...)]`` where the job should run, at most
@@ -43,12 +55,25 @@ class Transport:
         raise NotImplementedError
 
     def describe(self) -> dict:
-        return {"transport": self.name}
+        return {"transport": self.name, "emulated": self.emulated}
+
+    def device_key(self) -> str:
+        """The hardware benchmarks run on: a fleet runs at most one benchmark per key at a time."""
+        return "this machine"
+
+    def check(self, runtime: str | None = None) -> dict:
+        """Can benchmarks run there, with ``runtime``? The device's ``device_bench.device.probe`` result, or
+        ``TransportUnavailable`` saying what is missing and how to fix it."""
+        from device_bench.device import info
+
+        return {"device": info(), "runtime": runtime, "error": None}
 
     def run(self, job: Job, timeout: float, wrapper: Sequence[str] = ()) -> dict:
         """The benchmark's JSON result; ``BenchFailed`` on a timeout, an error exit or unreadable output."""
         done = self.execute(job, timeout, wrapper)
-        return parse(done, job, timeout)
+        result = parse(done, job, timeout)
+        result["transport"] = self.describe()
+        return result
 
 
 def parse(done: Completed, job: Job, timeout: float) -> dict:
@@ -66,3 +91,55 @@ def parse(done: Completed, job: Job, timeout: float) -> dict:
         return json.loads(done.stdout.strip().splitlines()[-1])
     except (json.JSONDecodeError, IndexError):
         raise BenchFailed("crash", f"{label}: the benchmark process printed no JSON result") from None
+
+
+def run_process(cmd: Sequence[str], timeout: float, env: dict | None = None, stdin: bytes | None = None) -> Completed:
+    """Run ``cmd`` (an argument list, never a shell string) in its own process group, feeding ``stdin`` without
+    closing it until the process ends (a remote side reads that end-of-file as "the client is gone"); at
+    ``timeout`` the whole group is killed and ``returncode`` is None."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(list(cmd), stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    chunks: dict[str, list[bytes]] = {"out": [], "err": []}
+
+    def drain(stream, key: str) -> None:
+        for block in iter(lambda: stream.read1(65536), b""):
+            chunks[key].append(block)
+
+    def feed() -> None:
+        try:
+            proc.stdin.write(stdin)
+            proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass
+
+    threads = [threading.Thread(target=drain, args=(proc.stdout, "out"), daemon=True),
+               threading.Thread(target=drain, args=(proc.stderr, "err"), daemon=True)]
+    if stdin is not None:
+        threads.append(threading.Thread(target=feed, daemon=True))
+    for t in threads:
+        t.start()
+    try:
+        code: int | None = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        proc.wait()
+        code = None
+    finally:
+        if proc.stdin:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+    for t in threads[:2]:
+        t.join(timeout=10)
+    return Completed(code, b"".join(chunks["out"]).decode("utf-8", "replace"),
+                     b"".join(chunks["err"]).decode("utf-8", "replace"), time.perf_counter() - start)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """Kill a process and anything it started (a wrapper such as valgrind or ssh runs the work as a child)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()

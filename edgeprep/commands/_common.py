@@ -86,10 +86,21 @@ def print_table(report: dict) -> None:
         style = "red" if r[-1].startswith("failed") else ("yellow" if r[-1] == "unverified" else None)
         table.add_row(*r, style=style)
     console.print(table)
+    from rich.markup import escape
+
+    from edgeprep.report.markdown import EMULATED_NOTE, emulated
+
     for a in report["artifacts"]:
         reason = a["verification"].get("reason")
         if reason:
-            console.print(f"[yellow]{a['format']} {a['precision']}:[/yellow] {reason}")
+            where = f"{a['device']}: " if a.get("device") else ""
+            console.print(f"[yellow]{escape(where)}{a['format']} {a['precision']}:[/yellow] {escape(reason)}")
+
+    if any(emulated(a) for a in report["artifacts"]):
+        console.print(f"[yellow]{EMULATED_NOTE}[/yellow]")
+    for t in (report.get("fleet") or {}).get("targets", []):
+        if t.get("error"):
+            console.print(f"[red]{escape(t['name'])}:[/red] {escape(t['error'])}")
 
 
 def write_json_report(command: str, handle, out, sections: dict, data: dict | None = None):

@@ -23,7 +23,11 @@ from edgeprep.commands._common import (
 @click.command()
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-t", "--target", "target_name", metavar="NAME_OR_PATH",
-              help="Take [bench] settings, threads, runtime options, preprocessing and [gates] from this profile.")
+              help="Take [bench] settings (where it runs: this machine, the ARM64 emulator, an ssh device), "
+                   "threads, runtime options, preprocessing and [gates] from this profile.")
+@click.option("--targets", "targets_csv", metavar="A,B,C",
+              help="Benchmark on several targets' devices in parallel (one benchmark per device at a time): "
+                   "OUT/report.json covers them all, OUT/<target>/ holds each device's own report.")
 @click.option("-d", "--data", type=click.Path(path_type=Path), metavar="PATH",
               help="Evaluation data (manifest, .npz, .npy or image folder): adds accuracy (labels) to the report.")
 @click.option("-m", "--model", type=click.Path(path_type=Path), metavar="MODEL",
@@ -51,69 +55,165 @@ from edgeprep.commands._common import (
 @click.option("--no-history", is_flag=True, help="Do not record this run in the history.")
 @preprocess_options
 @click.pass_context
-def bench(ctx: click.Context, artifacts: tuple[Path, ...], target_name: str | None, data: Path | None,
-          model: Path | None, threads: int | None, runs: int | None, repeats: int | None, warmup: int | None,
-          min_time: float | None, timeout: float | None, instructions: bool | None, samples: int | None, out: Path,
-          history_path: Path | None, no_history: bool, **kw) -> int:
-    """Benchmark ARTIFACTS (.tflite, OpenVINO .xml) with device_bench, each in a fresh process.
+def bench(ctx: click.Context, artifacts: tuple[Path, ...], target_name: str | None, targets_csv: str | None,
+          data: Path | None, model: Path | None, threads: int | None, runs: int | None, repeats: int | None,
+          warmup: int | None, min_time: float | None, timeout: float | None, instructions: bool | None,
+          samples: int | None, out: Path, history_path: Path | None, no_history: bool, **kw) -> int:
+    """Benchmark ARTIFACTS (.tflite, OpenVINO .xml, Core ML .mlpackage) with device_bench, each in a fresh process.
 
     Measures size, load time, first inference, latency (mean, std, min, p50, p90, p99) over the timed
     iterations, throughput, and peak RSS with its increase over the runtime alone; with --data also accuracy, and
     with --model also agreement and SQNR against the float model. Writes OUT/report.json (the same schema as
     'edgeprep run', each artifact with a 'bench' object) and the raw latencies that 'edgeprep gate' compares.
-    Exit code 1 when a benchmark failed or timed out (the others are still reported) or a [gates] threshold failed.
+    The target's [bench] transport says where: this machine, the ARM64 emulator (make emulator) or a device
+    over ssh; a device that cannot be reached is refused up front (exit code 2), or with --targets recorded as
+    that device's error while the others run. Exit code 1 when a benchmark failed or timed out (the others are
+    still reported) or a [gates] threshold failed.
     """
     from edgeprep import history
     from edgeprep._util import replace
-    from edgeprep.config.bench import BenchConfig
-    from edgeprep.errors import ConfigError, InputError
-    from edgeprep.report import build_report, target_entry
-    from edgeprep.report.write import write_all
-    from edgeprep.stages.bench import write_latencies
-    from edgeprep.stages.convert import open_artifact
+    from edgeprep.errors import InputError
     from edgeprep.targets import load_target
 
-    target = load_target(target_name) if target_name else None
+    if target_name and targets_csv:
+        raise InputError("give --target or --targets, not both", "--targets a,b,c benchmarks on several devices")
+    if model is not None and data is None:
+        raise InputError("--model needs --data", "pass the evaluation data the float model is compared on")
     reporter = make_reporter(ctx)
-    base = (target.bench if target else None) or BenchConfig()
     overrides = {k: v for k, v in {"runs": runs, "repeats": repeats, "warmup": warmup, "min_seconds": min_time,
                                    "threads": threads, "timeout_seconds": timeout,
                                    "instructions": instructions}.items() if v is not None}
-    try:
-        config = dataclasses.replace(base, **overrides)
-    except ValueError as exc:
-        raise ConfigError(f"bench settings: {exc}") from None
-    if model is not None and data is None:
-        raise InputError("--model needs --data", "pass the evaluation data the float model is compared on")
-    arts = [open_artifact(a, target.options_for if target else None) for a in artifacts]
-    names = [a.path.name for a in arts]
-    if len(set(names)) != len(names):
-        raise InputError("two artifacts share a file name", "reports match artifacts by file name; rename one")
-    default_threads = target.threads if target else 2
+    inputs = _Inputs(artifacts, data, model, collect_preprocess(kw), samples)
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    start = time.perf_counter()
     try:
-        prepared = _prepare_data(data, model, arts, target, collect_preprocess(kw), samples, staging, reporter)
-        entries, latencies = _bench_each(arts, config, default_threads, prepared, target, out, reporter)
-        report = build_report(command="bench", model=prepared.model, artifacts=entries,
-                              target=target_entry(target), data=prepared.described,
-                              reference=prepared.reference,
-                              stages=[{"name": "bench", "seconds": round(time.perf_counter() - start, 3)}])
-        write_latencies(staging, latencies)
-        (staging / ".data.npz").unlink(missing_ok=True)
-        write_all(report, staging)
+        if targets_csv:
+            from edgeprep.devices.fleet import parse_targets
+
+            targets = [load_target(n) for n in parse_targets(targets_csv)]
+            report, reports = _fleet(targets, overrides, inputs, staging, reporter)
+        else:
+            plan = _plan(load_target(target_name) if target_name else None, overrides, inputs)
+            _check_device(plan, reporter)
+            report = _execute(plan, inputs, staging, reporter)
+            reports = [("", report)]
         replace(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print_table(report)
     if not no_history:
-        where = history.try_record(report, out / "report.json", history_path, reporter.warn)
+        where = None
+        for sub, one in reports:
+            where = history.try_record(one, out / sub / "report.json", history_path, reporter.warn)
         if where:
             click.echo(f"history: {where}")
     click.echo(f"report: {out / 'report.json'}")
     return EXIT_OK if report["summary"]["status"] == "passed" else EXIT_FAILED_CHECK
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inputs:
+    artifacts: tuple[Path, ...]
+    data: Path | None
+    model: Path | None
+    preprocess: dict
+    samples: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    target: object
+    config: object
+    arts: list
+    threads: int
+
+
+def _plan(target, overrides: dict, inputs: _Inputs) -> _Plan:
+    """The bench settings and the opened artifacts for one target (or none)."""
+    from edgeprep.config.bench import BenchConfig
+    from edgeprep.errors import ConfigError, InputError
+    from edgeprep.stages.convert import open_artifact
+
+    base = (target.bench if target else None) or BenchConfig()
+    try:
+        config = dataclasses.replace(base, **overrides)
+    except ValueError as exc:
+        raise ConfigError(f"bench settings: {exc}") from None
+    arts = [open_artifact(a, target.options_for if target else None) for a in inputs.artifacts]
+    names = [a.path.name for a in arts]
+    if len(set(names)) != len(names):
+        raise InputError("two artifacts share a file name", "reports match artifacts by file name; rename one")
+    return _Plan(target, config, arts, target.threads if target else 2)
+
+
+def _runtimes(plan: _Plan) -> list[str | None]:
+    return [plan.config.runner or a.runtime for a in plan.arts]
+
+
+def _check_device(plan: _Plan, reporter) -> dict | None:
+    """Probe the device before anything is sent there (raises, exit code 2, when it is not usable)."""
+    from edgeprep.devices.fleet import check_device
+
+    if plan.config.transport == "local":
+        return None
+    with reporter.step(f"Checking the device ({plan.config.transport})"):
+        return check_device(plan.config, _runtimes(plan))
+
+
+def _execute(plan: _Plan, inputs: _Inputs, staging: Path, reporter, unavailable: str | None = None,
+             prepared: "_Prepared | None" = None) -> dict:
+    """Benchmark every artifact of ``plan`` and write the report files into ``staging``; returns the report."""
+    from edgeprep.report import build_report, target_entry
+    from edgeprep.report.write import write_all
+    from edgeprep.stages.bench import write_latencies
+
+    start = time.perf_counter()
+    if prepared is None:
+        prepared = _prepare_data(inputs.data, inputs.model, plan.arts, plan.target, inputs.preprocess,
+                                 inputs.samples, staging, reporter)
+    entries, latencies = _bench_each(plan.arts, plan.config, plan.threads, prepared, plan.target, staging, reporter,
+                                     unavailable)
+    report = build_report(command="bench", model=prepared.model, artifacts=entries,
+                          target=target_entry(plan.target), data=prepared.described, reference=prepared.reference,
+                          stages=[{"name": "bench", "seconds": round(time.perf_counter() - start, 3)}])
+    write_latencies(staging, latencies)
+    (staging / ".data.npz").unlink(missing_ok=True)
+    write_all(report, staging)
+    return report
+
+
+def _fleet(targets: list, overrides: dict, inputs: _Inputs, staging: Path, reporter):
+    """Every target's plan and data in this thread (TensorFlow stays here), then the devices in parallel."""
+    from edgeprep.devices.fleet import combined_report, dir_name, fan_out
+    from edgeprep.errors import RuntimeUnavailable
+    from edgeprep.progress import Reporter
+    from edgeprep.report.write import write_all
+
+    plans, data = {}, {}
+    for t in targets:
+        plans[t.name] = _plan(t, overrides, inputs)
+        (staging / dir_name(t.name)).mkdir()
+        data[t.name] = _prepare_data(inputs.data, inputs.model, plans[t.name].arts, t, inputs.preprocess,
+                                     inputs.samples, staging / dir_name(t.name), reporter)
+
+    def work(target):
+        plan, unavailable, device = plans[target.name], None, None
+        try:
+            device = _check_device(plan, Reporter(quiet=True))
+        except RuntimeUnavailable as exc:
+            unavailable = str(exc)
+        report = _execute(plan, inputs, staging / dir_name(target.name), Reporter(quiet=True), unavailable,
+                          data[target.name])
+        return report, device, unavailable
+
+    reporter.info(f"Benchmarking on {len(targets)} devices in parallel: {', '.join(t.name for t in targets)}")
+    runs, timing = fan_out(targets, work, reporter)
+    first = next(iter(data.values()))
+    report = combined_report("bench", runs, timing, model=first.model, data=first.described,
+                             reference=first.reference)
+    write_all(report, staging)
+    return report, [(r.dir_name, r.report) for r in runs if r.report is not None]
 
 
 @dataclasses.dataclass
@@ -166,17 +266,23 @@ def _prepare_data(data, model, arts, target, cli_preprocess, samples, staging, r
     return prepared
 
 
-def _bench_each(arts, config, default_threads, prepared: _Prepared, target, root: Path, reporter):
+def _bench_each(arts, config, default_threads, prepared: _Prepared, target, root: Path, reporter,
+                unavailable: str | None = None):
+    """Benchmark each artifact (or, when the device is ``unavailable``, record that for each) into report entries."""
     from edgeprep.config.gates import Gates
     from edgeprep.report import artifact_entry
-    from edgeprep.stages.bench import artifact_key, attach, bench_artifact
+    from edgeprep.stages.bench import BenchOutcome, artifact_key, attach, bench_artifact
     from edgeprep.stages.verify import check, unverified
 
     gates = target.gates if target else Gates()
     entries, latencies = [], {}
     for art in arts:
-        with reporter.step(f"Benchmarking {art.path.name} ({config.repeats} processes x {config.runs} runs)"):
-            outcome = bench_artifact(art, config, default_threads, prepared.npz)
+        if unavailable:
+            outcome = BenchOutcome({"status": "error", "error": unavailable, "kind": "unreachable",
+                                    "transport": config.transport})
+        else:
+            with reporter.step(f"Benchmarking {art.path.name} ({config.repeats} processes x {config.runs} runs)"):
+                outcome = bench_artifact(art, config, default_threads, prepared.npz)
         thresholds = gates.for_precision(art.precision)
         values = outcome.metrics
         if values is None:

@@ -65,6 +65,10 @@ def gate(report_path: Path, baseline: Path | None, baseline_ref: str | None, tar
         raise InputError("--update-baseline needs --baseline PATH", "name the file to write")
     report = load_report(report_path)
     directory = report_path if report_path.is_dir() else report_path.parent
+    if report.get("fleet"):
+        first = report["fleet"]["targets"][0]["name"]
+        raise InputError(f"{report_path} is a fleet report (several devices, each with its own [gates])",
+                         f"gate each device's report, e.g. edgeprep gate {directory / first} --baseline ...")
     latencies = read_latencies(report, directory)
     target_meta = report.get("target") or {}
     if target_name:

@@ -18,8 +18,12 @@ from edgeprep.commands._common import (
 
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("-t", "--target", "target_name", required=True, metavar="NAME_OR_PATH",
+@click.option("-t", "--target", "target_name", metavar="NAME_OR_PATH",
               help="Target profile: a name from 'edgeprep targets' or a .toml file.")
+@click.option("--targets", "targets_csv", metavar="A,B,C",
+              help="Several targets: each converted and verified here, then their devices benchmarked in parallel "
+                   "(one benchmark per device at a time). OUT/<target>/ is each target's run directory, "
+                   "OUT/report.json covers them all (default OUT: runs/<model>-fleet/).")
 @click.option("-d", "--data", type=click.Path(path_type=Path), metavar="PATH",
               help="Data manifest (.toml), .npz, .npy or image folder. Used for int8 calibration and "
                    "verification; without it, int8 cannot be produced and nothing is verified.")
@@ -29,24 +33,46 @@ from edgeprep.commands._common import (
               help="Run directory (default: runs/<model>-<target>/). Replaced only when the run completes.")
 @preprocess_options
 @click.pass_context
-def run(ctx: click.Context, model: Path, target_name: str, data: Path | None, calib_data: Path | None,
-        out: Path | None, **kw) -> int:
+def run(ctx: click.Context, model: Path, target_name: str | None, targets_csv: str | None, data: Path | None,
+        calib_data: Path | None, out: Path | None, **kw) -> int:
     """Run every stage the target profile asks for on MODEL.
 
     MODEL is a .keras or .h5 file, a SavedModel directory, or an .onnx file (OpenVINO targets only).
     Writes the artifacts, report.json (schema in edgeprep/report/report.schema.json), summary.md and the
-    resolved target.toml into the run directory. Exit code 1 when an artifact fails a [gates] threshold.
+    resolved target.toml into the run directory. A target whose [bench] runs on another device (the ARM64
+    emulator, an ssh board or Mac) has that device checked first (exit code 2 when it cannot be used) and the
+    evaluation data run there too. Exit code 1 when an artifact fails a [gates] threshold.
     """
+    from edgeprep.errors import InputError
+    from edgeprep.history import try_record
     from edgeprep.pipeline import run as run_pipeline
     from edgeprep.targets import load_target
 
-    target = load_target(target_name)
+    if bool(target_name) == bool(targets_csv):
+        raise InputError("give --target NAME or --targets A,B,C", "see 'edgeprep run --help'")
     reporter = make_reporter(ctx)
+    if targets_csv:
+        from edgeprep.devices.fleet import parse_targets
+        from edgeprep.devices.fleet_run import run_fleet
+
+        targets = [load_target(n) for n in parse_targets(targets_csv)]
+        report, out_dir, reports = run_fleet(model, targets, data, out, calibration_path=calib_data,
+                                             cli_preprocess=collect_preprocess(kw), reporter=reporter)
+        print_table(report)
+        for sub in reports:
+            try_record(reports[sub], out_dir / sub / "report.json", warn=reporter.warn)
+        click.echo(f"report: {out_dir / 'report.json'}")
+        return EXIT_OK if report["summary"]["status"] == "passed" else EXIT_FAILED_CHECK
+    target = load_target(target_name)
+    if target.bench is not None and target.bench.transport != "local":
+        from edgeprep.devices.fleet import check_device
+        from edgeprep.devices.fleet_run import runtimes
+
+        with reporter.step(f"Checking the device ({target.bench.transport})"):
+            check_device(target.bench, runtimes(target))
     result = run_pipeline(model, target, data, out, calibration_path=calib_data,
                           cli_preprocess=collect_preprocess(kw), reporter=reporter)
     print_table(result.report)
-    from edgeprep.history import try_record
-
     try_record(result.report, result.out_dir / "report.json", warn=reporter.warn)
     click.echo(f"report: {result.out_dir / 'report.json'}")
     return EXIT_OK if result.passed else EXIT_FAILED_CHECK

@@ -58,7 +58,8 @@ def tradeoff_plot(report: dict) -> str | None:
         b, m = a.get("bench") or {}, a.get("metrics") or {}
         acc = m.get("accuracy") if m.get("accuracy") is not None else m.get("agreement")
         if b.get("status") == "ok" and acc is not None:
-            points.append((Path(a["path"]).name, b["latency_ms"]["p50"], acc, a["size_bytes"]))
+            name = (f"{a['device']}/" if a.get("device") else "") + Path(a["path"]).name
+            points.append((name, b["latency_ms"]["p50"], acc, a["size_bytes"]))
     if not points:
         return None
     plt = _pyplot()

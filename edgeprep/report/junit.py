@@ -31,6 +31,8 @@ def junit_xml(report: dict, gate: dict | None = None) -> str:
                           timestamp=report["created"])
     for a in report["artifacts"]:
         label = a["path"].rsplit("/", 1)[-1]
+        if a.get("device"):
+            label = f"{a['device']}/{label}"
         v = a["verification"]
         for c in v.get("checks", []):
             message = "" if c["passed"] else (c.get("detail") or f"{c['name']}: {c['value']} vs {c['threshold']}")

@@ -19,13 +19,24 @@ def columns(report: dict, compact: bool = False) -> tuple[str, ...]:
     return COLUMNS[:-1] + _pick(BENCH_COLUMNS, compact) + COLUMNS[-1:] if benched(report) else COLUMNS
 
 
+EMULATED_MARK = "ᵉ"
+EMULATED_NOTE = (f"{EMULATED_MARK} measured under emulation (qemu-user): accuracy and numerics come from the "
+                 "real ARM kernels, latency and memory are not representative of the hardware")
+
+
+def emulated(a: dict) -> bool:
+    return bool(((a.get("bench") or {}).get("device") or {}).get("emulated"))
+
+
 def _bench_cells(a: dict, compact: bool = False) -> tuple[str, ...]:
     b = a.get("bench") or {}
     if b.get("status") != "ok":
         cells = ("—", "—", "—", "—") if not b else (b["status"], "—", "—", "—")
     else:
         lat = b["latency_ms"]
-        cells = (f"{lat['p50']:.3f}", f"{lat['p99']:.3f}", f"{b['load_ms']:.0f}", _size(b["peak_rss_bytes"]))
+        mark = EMULATED_MARK if emulated(a) else ""
+        cells = (f"{lat['p50']:.3f}{mark}", f"{lat['p99']:.3f}{mark}", f"{b['load_ms']:.0f}{mark}",
+                 _size(b["peak_rss_bytes"]) + mark)
     return _pick(cells, compact)
 
 
@@ -43,17 +54,19 @@ def _fmt(v, spec: str) -> str:
 
 def rows(report: dict, compact: bool = False) -> list[tuple[str, ...]]:
     """One row per artifact, in ``columns(report)`` order, formatted for people."""
-    fp32 = {a["format"]: a["size_bytes"] for a in report["artifacts"] if a["precision"] == "fp32"}
+    fp32 = {(a.get("device"), a["format"]): a["size_bytes"] for a in report["artifacts"] if a["precision"] == "fp32"}
     out = []
     for a in report["artifacts"]:
         m = a.get("metrics") or {}
         v = a["verification"]
-        ratio = f"{a['size_bytes'] / fp32[a['format']]:.3f}×" if a["format"] in fp32 else "—"
+        key = (a.get("device"), a["format"])
+        ratio = f"{a['size_bytes'] / fp32[key]:.3f}×" if key in fp32 else "—"
         status = v["status"]
         failed = [c["name"] for c in v.get("checks", []) if not c["passed"]]
         if failed:
             status += f" ({', '.join(failed)})"
-        out.append((f"{a['format']} {a['precision']}", _size(a["size_bytes"]), ratio,
+        name = f"{a['format']} {a['precision']}"
+        out.append((f"{a['device']}: {name}" if a.get("device") else name, _size(a["size_bytes"]), ratio,
                     _fmt(m.get("accuracy"), ".4f"), _fmt(m.get("accuracy_drop"), "+.2f"),
                     _fmt(m.get("agreement"), ".4f"), _fmt(m.get("sqnr_db"), ".1f"))
                    + (_bench_cells(a, compact) if benched(report) else ()) + (status,))
@@ -77,6 +90,39 @@ def _batchnorm_lines(report: dict) -> list[str]:
     return [""] + out if out else []
 
 
+def _where(a: dict) -> str:
+    return f"{a['device']}: " if a.get("device") else ""
+
+
+def _device_metric_lines(report: dict) -> list[str]:
+    """Accuracy measured on the device itself (edgeprep run on an emulated or ssh device)."""
+    out = []
+    for a in report["artifacts"]:
+        b = a.get("bench") or {}
+        m, dev = b.get("metrics"), b.get("device") or {}
+        if b.get("status") == "ok" and m:
+            where = f"{dev.get('machine', '?')}{', emulated' if dev.get('emulated') else ''}, {dev.get('transport')}"
+            out.append(f"- {_where(a)}{a['format']} {a['precision']} on the device ({where}): top-1 "
+                       f"{_fmt(m.get('accuracy'), '.4f')}, agreement {_fmt(m.get('agreement'), '.4f')}, SQNR "
+                       f"{_fmt(m.get('sqnr_db'), '.1f')} dB vs the float model, {m['samples']} samples")
+    return [""] + out if out else []
+
+
+def _fleet_lines(report: dict) -> list[str]:
+    """One line per device of a fleet report: what happened there and how long it took."""
+    fleet = report.get("fleet")
+    if not fleet:
+        return []
+    out = ["", f"Devices ({len(fleet['targets'])}, benchmarked in parallel on {fleet['lanes']} lane(s); "
+               f"wall {fleet['wall_seconds']:.1f} s, {fleet['sum_seconds']:.1f} s one after another):"]
+    for t in fleet["targets"]:
+        dev = t.get("device") or {}
+        where = ", ".join(str(dev[k]) for k in ("machine", "transport") if dev.get(k))
+        out.append(f"- {t['name']}{f' ({where})' if where else ''}: {t['status']}, {t['seconds']:.1f} s"
+                   + (f" — {t['error']}" if t.get("error") else ""))
+    return out
+
+
 def markdown_summary(report: dict) -> str:
     model = report.get("model") or {"path": "benchmark of existing artifacts"}
     target = report.get("target") or {}
@@ -93,19 +139,23 @@ def markdown_summary(report: dict) -> str:
     for r in rows(report):
         lines.append("| " + " | ".join(r) + " |")
     lines += _batchnorm_lines(report)
-    notes = [(a["format"], a["precision"], a["verification"].get("reason")) for a in report["artifacts"]
-             if a["verification"].get("reason")]
+    notes = [(_where(a) + a["format"], a["precision"], a["verification"].get("reason"))
+             for a in report["artifacts"] if a["verification"].get("reason")]
     for a in report["artifacts"]:
         v = a["verification"]
         if (v.get("executed_by") or {}).get("reference_executor"):
             layers = v.get("layers") or {}
             worst = next((r for r in layers.get("layers", []) if r["layer"] == layers.get("worst")), None)
-            notes.append((a["format"], a["precision"], "numerics from edgeprep's reference executor (numpy), not "
+            notes.append((_where(a) + a["format"], a["precision"], "numerics from edgeprep's reference executor (numpy), not "
                           "Core ML itself" + (f"; worst layer {worst['layer']} at {worst['sqnr_db']:.1f} dB SQNR"
                                               if worst else "")))
     if notes:
         lines.append("")
         lines += [f"- {f} {p}: {reason}" for f, p, reason in notes]
+    if any(emulated(a) for a in report["artifacts"]):
+        lines += ["", EMULATED_NOTE]
+    lines += _device_metric_lines(report)
+    lines += _fleet_lines(report)
     s = report["summary"]
     tc = report["toolchain"]
     lines += ["", f"**{s['status'].upper()}**: {s['verified']} verified, {s['unverified']} unverified, "

@@ -38,20 +38,29 @@ class BenchOutcome:
 
 
 def job_for(artifact: Artifact, config: BenchConfig, threads: int | None, data: Path | None = None) -> Job:
-    return Job(str(artifact.path), artifact.runtime, config.threads or threads, dict(artifact.runtime_options),
-               config.runs, config.warmup, config.min_seconds, str(data) if data else None)
+    """The device_bench job; ``[bench] runner`` (with its ``options``) replaces the runner that executes the
+    artifact here — a Mac runs Core ML itself where this machine has only the reference executor."""
+    runtime, options = (config.runner, dict(config.options)) if config.runner else \
+        (artifact.runtime, dict(artifact.runtime_options))
+    return Job(str(artifact.path), runtime, config.threads or threads, options, config.runs, config.warmup,
+               config.min_seconds, str(data) if data else None)
+
+
+def device_entry(result: dict) -> dict:
+    """The report's ``bench.device``: the machine the benchmark process saw and the transport that reached it."""
+    return {**(result.get("device") or {}), **(result.get("transport") or {})}
 
 
 def bench_artifact(artifact: Artifact, config: BenchConfig, threads: int | None = None,
                    data: Path | None = None) -> BenchOutcome:
     """Benchmark one artifact (and count its instructions when the config asks); never raises for a benchmark
     that fails — the outcome says what happened."""
-    if artifact.runtime is None:
+    if artifact.runtime is None and not config.runner:
         return BenchOutcome({"status": "unavailable", "error": artifact.unavailable_reason or "no runtime here",
                              "transport": config.transport})
     from device_bench.runners import get_runner
 
-    not_timed = get_runner(artifact.runtime).timing_meaningless
+    not_timed = get_runner(config.runner or artifact.runtime).timing_meaningless
     if not_timed:
         return BenchOutcome({"status": "unavailable", "error": f"not benchmarked: {not_timed}",
                              "transport": config.transport})
@@ -60,12 +69,12 @@ def bench_artifact(artifact: Artifact, config: BenchConfig, threads: int | None 
     for i in range(config.repeats):
         try:   # the evaluation data is read once, by the first process
             results.append(benchmark(job if i == 0 else replace(job, data=None), config.transport,
-                                     config.timeout_seconds))
+                                     config.timeout_seconds, **config.transport_settings()))
         except BenchFailed as exc:
             return BenchOutcome({"status": "error", "error": str(exc), "kind": exc.kind, "runner": job.runtime,
                                  "threads": job.threads, "transport": config.transport})
     bench = {"status": "ok", **combine(results), "transport": config.transport, "latencies_file": LATENCIES_FILE,
-             "executed_by": results[0]["runtime"]}
+             "executed_by": results[0]["runtime"], "device": device_entry(results[0])}
     if config.instructions:
         try:
             bench["instructions"] = count_instructions(Job(job.artifact, job.runtime, 1, job.options),
@@ -116,8 +125,10 @@ def attach(entry: dict, outcome: BenchOutcome) -> dict:
 
 
 def artifact_key(entry: dict) -> str:
-    """How an artifact is matched between a report, its latencies file and a baseline: its file name."""
-    return Path(entry["path"]).name
+    """How an artifact is matched between a report, its latencies file and a baseline: its file name (prefixed
+    with the device in a fleet report, whose devices may share artifact names)."""
+    name = Path(entry["path"]).name
+    return f"{entry['device']}/{name}" if entry.get("device") else name
 
 
 def write_latencies(directory: Path, latencies: dict[str, tuple[tuple[float, ...], ...]]) -> Path:
@@ -138,7 +149,7 @@ def read_latencies(report: dict, directory: Path) -> dict[str, list[list[float]]
     """Raw latencies of every benchmarked artifact of ``report``: inlined (``bench.latencies_ms``, as in a
     baseline file) or from the side file beside it. A side file that is named but missing is an error."""
     out: dict[str, list[list[float]]] = {}
-    side: dict | None = None
+    sides: dict[str, dict] = {}
     for a in report["artifacts"]:
         bench = a.get("bench") or {}
         if bench.get("status") != "ok":
@@ -146,18 +157,20 @@ def read_latencies(report: dict, directory: Path) -> dict[str, list[list[float]]
         if "latencies_ms" in bench:
             out[artifact_key(a)] = _groups(bench["latencies_ms"])
             continue
+        name = bench.get("latencies_file", LATENCIES_FILE)
+        side = sides.get(name)
         if side is None:
-            path = Path(directory) / bench.get("latencies_file", LATENCIES_FILE)
+            path = Path(directory) / name
             try:
-                side = json.loads(path.read_text())
+                side = sides[name] = json.loads(path.read_text())
             except (OSError, json.JSONDecodeError) as exc:
                 raise InputError(f"cannot read the raw latencies {path} ({exc})",
                                  "keep latencies.json beside report.json, or re-run the benchmark") from None
             if side.get("schema_version") != LATENCIES_VERSION:
                 raise InputError(f"{path}: latencies file version {side.get('schema_version')!r}, this edgeprep "
                                  f"reads version {LATENCIES_VERSION}", "re-run the benchmark")
-        if artifact_key(a) in side.get("artifacts", {}):
-            out[artifact_key(a)] = _groups(side["artifacts"][artifact_key(a)])
+        if Path(a["path"]).name in side.get("artifacts", {}):     # side files are per device: plain names
+            out[artifact_key(a)] = _groups(side["artifacts"][Path(a["path"]).name])
     return out
 
 
@@ -175,16 +188,42 @@ def with_latencies(report: dict, directory: Path) -> dict:
     return out
 
 
-def bench_all(ctx, artifacts: list[Artifact], entries: list[dict]) -> None:
-    """Pipeline step: benchmark every artifact per the target's ``[bench]`` (nothing when it has none)."""
+def device_data(ctx, ref, path: Path) -> Path | None:
+    """The evaluation set with the float model's outputs (x, y, ref) for a device that is not this machine, so
+    accuracy, agreement and SQNR are also computed there (with its own kernels); None when there is no data."""
+    import numpy as np
+
+    if ref is None or ctx.data is None or ctx.target.bench is None or ctx.target.bench.transport == "local":
+        return None
+    x, y = ctx.data.evaluation.arrays(ref.samples)
+    np.savez(path, x=x.astype(np.float32), ref=ref.outputs, **({"y": y} if y is not None else {}))
+    return path
+
+
+def with_device_metrics(outcome: BenchOutcome, ref) -> BenchOutcome:
+    """Put the metrics measured on the device into the bench object (``bench.metrics``), with the drop against
+    the float model's accuracy."""
+    if not outcome.ok or not outcome.metrics:
+        return outcome
+    values = dict(outcome.metrics)
+    if values.get("accuracy") is not None and ref is not None and ref.accuracy is not None:
+        values["accuracy_drop"] = round(100.0 * (ref.accuracy - values["accuracy"]), 4)
+    return replace(outcome, bench={**outcome.bench, "metrics": values})
+
+
+def bench_all(ctx, artifacts: list[Artifact], entries: list[dict], ref=None) -> None:
+    """Pipeline step: benchmark every artifact per the target's ``[bench]`` (nothing when it has none). On a
+    device other than this machine, the evaluation set also runs there (``bench.metrics``)."""
     config: BenchConfig | None = ctx.target.bench
     if config is None:
         return
     latencies = {}
     with ctx.timed("bench"):
+        data = device_data(ctx, ref, ctx.workdir / "device_data.npz")
         for art, entry in zip(artifacts, entries):
-            with ctx.reporter.step(f"Benchmarking {art.label} ({config.repeats} processes x {config.runs} runs)"):
-                outcome = bench_artifact(art, config, ctx.target.threads)
+            with ctx.reporter.step(f"Benchmarking {art.label} ({config.repeats} processes x {config.runs} runs, "
+                                   f"{config.transport})"):
+                outcome = with_device_metrics(bench_artifact(art, config, ctx.target.threads, data), ref)
             attach(entry, outcome)
             if outcome.ok:
                 latencies[artifact_key(entry)] = outcome.latencies_ms
