@@ -11,7 +11,7 @@ DEMO_TARGETS := litert-cpu openvino-cpu apple-coreml
 # pytest workers: 2 on the 2-core CI machines; override with `make test JOBS=1`
 JOBS   ?= 2
 
-.PHONY: help venv demo test bench lint clean data model
+.PHONY: help venv demo test bench lint clean data model emulator
 
 help:
 	@echo "make demo   - create .venv, install, run the pipeline on the example model for: $(DEMO_TARGETS)"
@@ -20,6 +20,7 @@ help:
 	@echo "make lint   - ruff (pyflakes, pycodestyle, import order)"
 	@echo "make data   - rebuild calibration_data/ from Debian's dataset-fashion-mnist"
 	@echo "make model  - retrain examples/fashion_mnist_cnn.keras (about 15 minutes on 2 cores)"
+	@echo "make emulator - build the emulated ARM64 board (arm64 Debian + numpy + LiteRT under qemu; root, ~3 min)"
 
 venv: $(STAMP)
 
@@ -51,6 +52,10 @@ data: $(STAMP)
 
 model: $(STAMP)
 	$(BIN)/python examples/train_fashion_mnist.py
+
+# The rootfs goes to $$EDGEPREP_EMULATOR or .edgeprep/emulator/ (ignored by git); kept while its recipe matches.
+emulator: $(STAMP)
+	$(BIN)/python -m edgeprep.devices.emulator
 
 clean:
 	rm -rf runs .pytest_cache

@@ -66,7 +66,7 @@ def test_registry_is_explicit_and_rejects_duplicates():
 
 
 def test_known_runtimes():
-    assert names() == ["coreml-ref", "litert", "onnxruntime", "openvino"]
+    assert names() == ["coreml", "coreml-ref", "litert", "onnxruntime", "openvino"]
     with pytest.raises(RunnerUnavailable, match="unknown runtime"):
         get_runner("tensorrt")
 

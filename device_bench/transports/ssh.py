@@ -29,6 +29,8 @@ from device_bench.transports.base import BenchFailed, Completed, Transport, Tran
 from device_bench.transports.bundle import Payload, payload, restore_paths, write_tar
 
 READY = "device-bench-remote: ready"
+TIMED_OUT = 124                 # the bootstrap's exit code when it stopped the benchmark at its timeout
+TRANSFER_SLACK = 60.0           # seconds allowed beyond the timeout for connecting and copying the files
 
 # Runs on the device (any Python 3; device_bench itself checks for 3.9+). Keep it short: it is one argv word.
 BOOT = r"""
@@ -156,7 +158,11 @@ class SSHTransport(Transport):
         cmd = self.command([self.python, "-c", BOOT, spec])
         first: _Problem | None = None
         for attempt in range(self.retries + 1):
-            done = run_process(cmd, timeout + self.connect_timeout + 5, stdin=data)
+            # The device stops the benchmark itself after ``timeout`` (exit 124); the local deadline adds the time
+            # to connect and to copy the files, and covers a device that stopped answering.
+            done = run_process(cmd, timeout + self.connect_timeout + TRANSFER_SLACK, stdin=data)
+            if done.returncode == TIMED_OUT and READY in done.stderr:
+                return Completed(None, done.stdout, done.stderr, done.seconds)
             problem = self._classify(done)
             if problem is None:
                 return done

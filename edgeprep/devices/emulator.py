@@ -145,7 +145,8 @@ def describe_cpu(rootfs: Path, cpus: int) -> None:
 
 def smoke_test(rootfs: Path, log: Path) -> dict:
     """Run the rootfs's Python under qemu: it must be aarch64 and import numpy and LiteRT."""
-    out = subprocess.run([shutil.which("chroot") or "/usr/sbin/chroot", str(rootfs), "/usr/bin/python3", "-c", SMOKE], capture_output=True, text=True,
+    chroot = shutil.which("chroot") or "/usr/sbin/chroot"
+    out = subprocess.run([chroot, str(rootfs), "/usr/bin/python3", "-c", SMOKE], capture_output=True, text=True,
                          timeout=300, env={"PATH": "/usr/bin:/bin", "QEMU_CPU": CPU, "LANG": "C.UTF-8"})
     with open(log, "a") as f:
         f.write(f"\n$ chroot {rootfs} python3 -c <smoke test>\n{out.stdout}{out.stderr}")

@@ -153,7 +153,8 @@ def combined_report(command: str, runs: list[DeviceRun], timing: dict, *, model=
             entry = {**a, "device": run.name, "path": _under(run.dir_name, a["path"]),
                      "files": [_under(run.dir_name, f) for f in a.get("files", [])]}
             if (entry.get("bench") or {}).get("latencies_file"):
-                entry["bench"] = {**entry["bench"], "latencies_file": f"{run.dir_name}/{entry['bench']['latencies_file']}"}
+                side = f"{run.dir_name}/{entry['bench']['latencies_file']}"
+                entry["bench"] = {**entry["bench"], "latencies_file": side}
             artifacts.append(entry)
     fleet = {"targets": [{"name": r.name, "status": r.status, "error": r.error, "seconds": r.seconds,
                           "report": f"{r.dir_name}/report.json" if r.report else None, "lane": r.lane,

@@ -34,8 +34,14 @@ def _complete(run_dir: Path, report: dict, target, arts: list, data: Path | None
     """Benchmark ``arts`` on the target's device and rewrite the run directory's report files with the results."""
     from edgeprep.report.build import summarize
     from edgeprep.report.write import write_all
-    from edgeprep.stages.bench import (BenchOutcome, artifact_key, attach, bench_artifact, with_device_metrics,
-                                       write_latencies)
+    from edgeprep.stages.bench import (
+        BenchOutcome,
+        artifact_key,
+        attach,
+        bench_artifact,
+        with_device_metrics,
+        write_latencies,
+    )
 
     config, start, latencies = target.bench, time.perf_counter(), {}
     for art, entry in zip(arts, report["artifacts"]):

@@ -146,9 +146,9 @@ def markdown_summary(report: dict) -> str:
         if (v.get("executed_by") or {}).get("reference_executor"):
             layers = v.get("layers") or {}
             worst = next((r for r in layers.get("layers", []) if r["layer"] == layers.get("worst")), None)
-            notes.append((_where(a) + a["format"], a["precision"], "numerics from edgeprep's reference executor (numpy), not "
-                          "Core ML itself" + (f"; worst layer {worst['layer']} at {worst['sqnr_db']:.1f} dB SQNR"
-                                              if worst else "")))
+            worst_text = f"; worst layer {worst['layer']} at {worst['sqnr_db']:.1f} dB SQNR" if worst else ""
+            notes.append((_where(a) + a["format"], a["precision"],
+                          "numerics from edgeprep's reference executor (numpy), not Core ML itself" + worst_text))
     if notes:
         lines.append("")
         lines += [f"- {f} {p}: {reason}" for f, p, reason in notes]
