@@ -29,8 +29,9 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="device_bench", description=__doc__.splitlines()[0],
                                  epilog="Runner options: litert {xnnpack: bool}; openvino {device, "
                                         "inference_precision: f32|bf16|f16|default, performance_hint: "
-                                        "LATENCY|THROUGHPUT}; onnxruntime none.")
-    ap.add_argument("artifact", help=".tflite, OpenVINO .xml (with its .bin) or .onnx file")
+                                        "LATENCY|THROUGHPUT}; coreml (macOS) {compute_units: "
+                                        "ALL|CPU_ONLY|CPU_AND_GPU|CPU_AND_NE}; onnxruntime none.")
+    ap.add_argument("artifact", help=".tflite, OpenVINO .xml (with its .bin), .onnx file or Core ML .mlpackage")
     ap.add_argument("--runtime", choices=names(), help="runner (default: from the file suffix)")
     ap.add_argument("--data", help=".npz with preprocessed float inputs 'x' and optional labels 'y' and reference "
                                    "outputs 'ref' (for accuracy, agreement and SQNR)")

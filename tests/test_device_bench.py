@@ -19,10 +19,12 @@ from device_bench.runners.base import RunnerUnavailable, TensorSpec, dequantize,
 def test_device_bench_never_imports_tensorflow_or_edgeprep():
     code = ("import sys, device_bench, device_bench.metrics, device_bench.__main__, device_bench.bench\n"
             "import device_bench.measure, device_bench.harness, device_bench.transports.local\n"
+            "import device_bench.device, device_bench.transports.bundle, device_bench.runners.coreml\n"
             "from device_bench.runners import open_model, get_runner\n"
             "from device_bench.transports import get_transport\n"
             "for n in ('litert', 'openvino', 'onnxruntime', 'coreml-ref'): get_runner(n)().load_runtime()\n"
-            "get_transport('local')\n"
+            "get_transport('local'); get_transport('qemu-aarch64', rootfs='/nonexistent')\n"
+            "get_transport('ssh', host='device')\n"
             "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'edgeprep', 'coremltools')]\n"
             "print(bad)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

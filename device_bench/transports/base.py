@@ -47,6 +47,7 @@ class Transport:
 
     name = ""
     emulated = False              # results come from an emulator: numerics are real, timings are not
+    copies_files = False          # the device sees copies under other names: results get the host's paths back
 
     def execute(self, job: Job, timeout: float, wrapper: Sequence[str] = ()) -> Completed:
         """Run ``[*wrapper, python, -m, device_bench, *job.argv(...)]`` where the job should run, at most
@@ -72,6 +73,10 @@ class Transport:
         """The benchmark's JSON result; ``BenchFailed`` on a timeout, an error exit or unreadable output."""
         done = self.execute(job, timeout, wrapper)
         result = parse(done, job, timeout)
+        if self.copies_files:
+            from device_bench.transports.bundle import restore_paths
+
+            restore_paths(result, job)
         result["transport"] = self.describe()
         return result
 

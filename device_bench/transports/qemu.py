@@ -26,8 +26,8 @@ from typing import Sequence
 
 from device_bench.bench import Job
 from device_bench.transports import register
-from device_bench.transports.base import BenchFailed, Completed, Transport, TransportUnavailable, parse, run_process
-from device_bench.transports.bundle import BUNDLE, Payload, payload, restore_paths, write_tree
+from device_bench.transports.base import BenchFailed, Completed, Transport, TransportUnavailable, run_process
+from device_bench.transports.bundle import BUNDLE, Payload, payload, write_tree
 
 STAMP = ".edgeprep-emulator.json"
 BINFMT = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
@@ -38,6 +38,7 @@ NOT_REPRESENTATIVE = ("latency and memory were measured under qemu-user emulatio
 @register("qemu-aarch64")
 class QemuTransport(Transport):
     emulated = True
+    copies_files = True
 
     def __init__(self, rootfs: str, python: str = "/usr/bin/python3", cpu: str = "cortex-a72",
                  missing_hint: str = "run 'make emulator'"):
@@ -90,11 +91,6 @@ class QemuTransport(Transport):
             return self._in_rootfs(job, (), timeout)
         except TransportUnavailable as exc:
             raise BenchFailed("error", f"{exc.message}: {exc.hint}" if exc.hint else exc.message) from None
-
-    def run(self, job: Job, timeout: float, wrapper: Sequence[str] = ()) -> dict:
-        result = restore_paths(parse(self.execute(job, timeout, wrapper), job, timeout), job)
-        result["transport"] = self.describe()
-        return result
 
     def check(self, runtime: str | None = None) -> dict:
         import json

@@ -25,8 +25,8 @@ from typing import Sequence
 
 from device_bench.bench import Job
 from device_bench.transports import register
-from device_bench.transports.base import BenchFailed, Completed, Transport, TransportUnavailable, parse, run_process
-from device_bench.transports.bundle import Payload, payload, restore_paths, write_tar
+from device_bench.transports.base import BenchFailed, Completed, Transport, TransportUnavailable, run_process
+from device_bench.transports.bundle import Payload, payload, write_tar
 
 READY = "device-bench-remote: ready"
 TIMED_OUT = 124                 # the bootstrap's exit code when it stopped the benchmark at its timeout
@@ -113,6 +113,8 @@ def _ssh_value(path: str) -> str:
 
 @register("ssh")
 class SSHTransport(Transport):
+    copies_files = True
+
     def __init__(self, host: str, user: str | None = None, port: int = 22, key: str | None = None,
                  known_hosts: str = "~/.ssh/known_hosts", python: str = "python3", remote_tmp: str | None = None,
                  connect_timeout: float = 10.0, retries: int = 2, ssh: str = "ssh", backoff: float = 1.0):
@@ -209,11 +211,6 @@ class SSHTransport(Transport):
             return self._call(payload(job), timeout)
         except _Problem as exc:
             raise BenchFailed(exc.kind, f"{exc.message}: {exc.hint}" if exc.hint else exc.message) from None
-
-    def run(self, job: Job, timeout: float, wrapper: Sequence[str] = ()) -> dict:
-        result = restore_paths(parse(self.execute(job, timeout, wrapper), job, timeout), job)
-        result["transport"] = self.describe()
-        return result
 
     def check(self, runtime: str | None = None) -> dict:
         try:

@@ -78,7 +78,8 @@ def bench_artifact(artifact: Artifact, config: BenchConfig, threads: int | None 
     if config.instructions:
         try:
             bench["instructions"] = count_instructions(Job(job.artifact, job.runtime, 1, job.options),
-                                                       config.transport, config.timeout_seconds * 3)
+                                                       config.transport, config.timeout_seconds * 3,
+                                                       **config.transport_settings())
         except BenchFailed as exc:
             bench["instructions"] = {"error": str(exc)}
     return BenchOutcome(bench, tuple(tuple(r["latencies_ms"]) for r in results), results[0].get("metrics"))
