@@ -44,6 +44,12 @@ def quantize(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
     return np.clip(q, info.min, info.max).astype(spec.dtype)
 
 
+def pad_to_batch(x: np.ndarray, batch: int) -> tuple[np.ndarray, int]:
+    """A short last chunk padded to a static ``batch`` with copies of its last sample, and how many were real."""
+    n = len(x)
+    return (np.concatenate([x, np.repeat(x[-1:], batch - n, axis=0)]) if n < batch else x), n
+
+
 def dequantize(q: np.ndarray, spec: TensorSpec) -> np.ndarray:
     return ((q.astype(np.float32) - np.float32(spec.zero_point)) * np.float32(spec.scale)).astype(np.float32)
 

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 
 from device_bench.runners import register
-from device_bench.runners.base import ArtifactError, Runner, RunnerUnavailable, Session, TensorSpec
+from device_bench.runners.base import ArtifactError, Runner, RunnerUnavailable, Session, TensorSpec, pad_to_batch
 
 COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
 # FeatureTypes.ArrayFeatureType.ArrayDataType in Core ML's model specification
@@ -76,9 +76,7 @@ class CoreMLSession(Session):
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
         """One static batch; a short last chunk is padded with copies of its last sample and cut back."""
-        n, batch = len(x), self.input.shape[0]
-        if n < batch:
-            x = np.concatenate([x, np.repeat(x[-1:], batch - n, axis=0)])
+        x, n = pad_to_batch(x, self.input.shape[0])
         try:
             out = self.model.predict({self.input.name: x})
         except Exception as exc:

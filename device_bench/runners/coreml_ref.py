@@ -11,7 +11,7 @@ import numpy as np
 
 from device_bench import __version__
 from device_bench.runners import register
-from device_bench.runners.base import ArtifactError, Runner, Session, TensorSpec, UnsupportedArtifact
+from device_bench.runners.base import ArtifactError, Runner, Session, TensorSpec, UnsupportedArtifact, pad_to_batch
 
 NOT_MODELLED = ("accumulation order/precision inside conv and matmul (float32 BLAS here), device kernel "
                 "approximations, Core ML compiler fusions, compute-unit placement (CPU/GPU/Neural Engine)")
@@ -51,9 +51,7 @@ class ReferenceSession(Session):
         """One static batch; a short last chunk is padded with copies of its last sample and cut back."""
         from device_bench.mil import UnsupportedOp
 
-        n, batch = len(x), self.input.shape[0]
-        if n < batch:
-            x = np.concatenate([x, np.repeat(x[-1:], batch - n, axis=0)])
+        x, n = pad_to_batch(x, self.input.shape[0])
         try:
             return self.program.run({self.input.name: x})[self.output.name][:n]
         except UnsupportedOp as exc:

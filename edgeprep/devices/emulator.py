@@ -29,6 +29,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from edgeprep._util import replace
 from edgeprep.errors import RuntimeUnavailable
 
 SUITE = "bookworm"
@@ -190,13 +191,7 @@ def build(rootfs: Path | None = None, force: bool = False, say=print) -> Path:
                                                                                   time.gmtime()),
                  "build_seconds": round(time.perf_counter() - start, 1), "qemu": qemu_version()}
         (tmp / STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
-        if rootfs.exists():
-            old = rootfs.with_name(f".{rootfs.name}.old-{os.getpid()}")
-            os.replace(rootfs, old)
-            os.replace(tmp, rootfs)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, rootfs)
+        replace(tmp, rootfs)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     say(f"emulator built in {time.perf_counter() - start:.0f} s: {rootfs}")
