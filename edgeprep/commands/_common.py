@@ -88,7 +88,7 @@ def print_table(report: dict) -> None:
     console.print(table)
     from rich.markup import escape
 
-    from edgeprep.report.markdown import EMULATED_NOTE, emulated
+    from edgeprep.report.markdown import EMULATED_NOTE, device_metric_lines, emulated
 
     for a in report["artifacts"]:
         reason = a["verification"].get("reason")
@@ -96,6 +96,8 @@ def print_table(report: dict) -> None:
             where = f"{a['device']}: " if a.get("device") else ""
             console.print(f"[yellow]{escape(where)}{a['format']} {a['precision']}:[/yellow] {escape(reason)}")
 
+    for line in device_metric_lines(report)[1:]:
+        console.print(escape(line))
     if any(emulated(a) for a in report["artifacts"]):
         console.print(f"[yellow]{EMULATED_NOTE}[/yellow]")
     for t in (report.get("fleet") or {}).get("targets", []):

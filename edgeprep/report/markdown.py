@@ -94,7 +94,7 @@ def _where(a: dict) -> str:
     return f"{a['device']}: " if a.get("device") else ""
 
 
-def _device_metric_lines(report: dict) -> list[str]:
+def device_metric_lines(report: dict) -> list[str]:
     """Accuracy measured on the device itself (edgeprep run on an emulated or ssh device)."""
     out = []
     for a in report["artifacts"]:
@@ -154,7 +154,7 @@ def markdown_summary(report: dict) -> str:
         lines += [f"- {f} {p}: {reason}" for f, p, reason in notes]
     if any(emulated(a) for a in report["artifacts"]):
         lines += ["", EMULATED_NOTE]
-    lines += _device_metric_lines(report)
+    lines += device_metric_lines(report)
     lines += _fleet_lines(report)
     s = report["summary"]
     tc = report["toolchain"]
