@@ -328,6 +328,8 @@ def test_emulated_arm_matches_x86_numerics(arts, tmp_path):
                    600)
     assert result["device"]["machine"] == "aarch64" and result["transport"]["emulated"] is True
     assert result["runtime"]["delegate"] == "xnnpack"
+    # This test process holds TensorFlow (over a GB); the emulated benchmark's peak RSS must be its own.
+    assert 30 << 20 < result["bench"]["runtime_rss_bytes"] < result["bench"]["peak_rss_bytes"] < 400 << 20
     m = result["metrics"]
     assert m["agreement"] == 1.0 and m["max_abs_error"] <= x86.output.scale + 1e-9
     assert m["accuracy"] == pytest.approx(float(np.mean(np.argmax(x86.run(x), 1) == y)))
