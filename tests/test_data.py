@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import DATA_DIR, MANIFEST
@@ -156,3 +158,21 @@ def test_double_scaling_is_warned_about(tmp_path, eval_npz):
     assert "already float in [0, 1]" in warning and "remove `scale`" in warning
     assert scaling_warnings(load_dataset(tmp_path / "raw.npz", Preprocess(scale=1 / 255))) == []
     assert scaling_warnings(load_dataset(tmp_path / "scaled.npz")) == []
+
+
+def test_committed_data_is_rebuilt_bit_for_bit_from_the_debian_package(tmp_path):
+    """calibration_data/ must be exactly what its committed script makes from dataset-fashion-mnist."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, require
+
+    source = Path("/usr/share/datasets/fashion-mnist")
+    require((source / "train-images-idx3-ubyte.gz").exists(), "Debian package dataset-fashion-mnist")
+    subprocess.run([sys.executable, str(ROOT / "calibration_data" / "build_fashion_mnist.py"), "--out",
+                    str(tmp_path)], check=True, capture_output=True)
+    for name in ("fashion_mnist_calib.npz", "fashion_mnist_eval.npz"):
+        with np.load(tmp_path / name) as rebuilt, np.load(DATA_DIR / name) as committed:
+            assert rebuilt.files == committed.files
+            for key in committed.files:
+                np.testing.assert_array_equal(rebuilt[key], committed[key], err_msg=f"{name}:{key}")
