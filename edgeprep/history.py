@@ -48,6 +48,9 @@ def _connect(path: Path, create: bool) -> sqlite3.Connection:
                              "use another --history file")
         con.executescript(_SCHEMA)
         con.execute(f"PRAGMA user_version = {VERSION}")
+    except sqlite3.OperationalError as exc:
+        raise InputError(f"{path}: cannot open the run history ({exc})",
+                         "use a --history file you can write (or $EDGEPREP_HISTORY)") from None
     except sqlite3.DatabaseError as exc:
         raise InputError(f"{path}: not a readable run history ({exc})", "use another --history file") from None
     return con
