@@ -93,6 +93,8 @@ def test_device_bench_is_python_3_9_syntax():
     ('runner = "tensorrt"\n', "runner must be one of"),
     ('options = {compute_units = "ALL"}\n', "options are for the runner named by runner"),
     ('transport = "carrier-pigeon"\n', "transport must be one of"),
+    ('transport = "qemu-aarch64"\n[bench.qemu]\nisolation = "docker"\n', "isolation must be auto, chroot or prefix"),
+    ('transport = "qemu-aarch64"\n[bench.qemu]\npython = "python3"\n', "python must be an absolute path"),
 ])
 def test_device_tables_are_validated_at_load(bench, fragment):
     from edgeprep.errors import ConfigError
@@ -323,10 +325,16 @@ def test_emulated_arm_matches_x86_numerics(arts, tmp_path):
     x86 = open_model("litert", str(arts["int8"].path), threads=1)
     np.savez(tmp_path / "x86.npz", x=x, y=y, ref=x86.run(x))
     t = get_transport("qemu-aarch64", rootfs=str(emulator.default_rootfs()))
+    assert t.isolation == ("chroot" if os.geteuid() == 0 else "prefix")
     assert t.check("litert")["device"]["machine"] == "aarch64"
-    result = t.run(Job(str(arts["int8"].path), "litert", threads=1, runs=3, warmup=1, data=str(tmp_path / "x86.npz")),
-                   600)
+    job = Job(str(arts["int8"].path), "litert", threads=1, runs=3, warmup=1, data=str(tmp_path / "x86.npz"))
+    result = t.run(job, 600)
     assert result["device"]["machine"] == "aarch64" and result["transport"]["emulated"] is True
+    # Without root, qemu -L enters the rootfs instead of a chroot: the same kernels, the same outputs.
+    rootless = get_transport("qemu-aarch64", rootfs=str(emulator.default_rootfs()), isolation="prefix").run(job, 600)
+    assert rootless["transport"]["isolation"] == "prefix" and rootless["device"]["machine"] == "aarch64"
+    assert rootless["runtime"]["delegate"] == "xnnpack" and rootless["metrics"] == result["metrics"]
+    assert rootless["device"]["cpu_model"] == result["device"]["cpu_model"]
     assert result["runtime"]["delegate"] == "xnnpack"
     # This test process holds TensorFlow (over a GB); the emulated benchmark's peak RSS must be its own.
     assert 30 << 20 < result["bench"]["runtime_rss_bytes"] < result["bench"]["peak_rss_bytes"] < 400 << 20

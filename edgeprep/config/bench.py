@@ -78,5 +78,6 @@ class BenchConfig:
 
             qemu = self.qemu or QemuConfig()
             rootfs = Path(qemu.rootfs).expanduser().resolve() if qemu.rootfs else default_rootfs()
-            return {"rootfs": str(rootfs), "python": qemu.python, "missing_hint": missing_hint(rootfs)}
+            return {"rootfs": str(rootfs), "python": qemu.python, "isolation": qemu.isolation,
+                    "missing_hint": missing_hint(rootfs)}
         return {}

@@ -13,6 +13,7 @@
     transport = "qemu-aarch64"
     [bench.qemu]                              # optional
     rootfs = "/srv/emulator/debian-bookworm-arm64"   # default: what `make emulator` builds
+    isolation = "auto"                        # chroot (root) | prefix (qemu -L, any user) | auto
 
 Paths may start with ``~``; relative paths are relative to the directory edgeprep runs in.
 """
@@ -53,3 +54,10 @@ class SSHConfig:
 class QemuConfig:
     rootfs: str | None = None               # default: edgeprep.devices.emulator.default_rootfs()
     python: str = "/usr/bin/python3"        # inside the rootfs
+    isolation: str = "auto"                 # chroot (needs root) | prefix (qemu -L; any user) | auto: by user
+
+    def __post_init__(self) -> None:
+        if self.isolation not in ("auto", "chroot", "prefix"):
+            raise ValueError(f"isolation must be auto, chroot or prefix, got {self.isolation!r}")
+        if not self.python.startswith("/"):
+            raise ValueError(f"python must be an absolute path inside the rootfs, got {self.python!r}")

@@ -14,6 +14,7 @@ cached and idempotent: a rootfs whose recipe (Debian suite, wheel versions) matc
 built under a temporary name and renamed into place when complete, so an interrupted build leaves nothing that
 looks usable. Needs root (debootstrap, chroot), Debian's debootstrap, qemu-user-static and binfmt-support, and
 the package indexes (about 3-5 minutes on 2 cores, most of it debootstrap configuring packages under qemu).
+Using it does not need root: the rootfs is left readable by every user (see the qemu transport's ``isolation``).
 """
 
 from __future__ import annotations
@@ -144,6 +145,15 @@ def describe_cpu(rootfs: Path, cpus: int) -> None:
         (cpu_dir / name).write_text(f"0-{cpus - 1}\n" if cpus > 1 else "0\n")
 
 
+def open_to_all(rootfs: Path) -> None:
+    """Let every user run benchmarks in it (the qemu transport's ``prefix`` isolation needs no root): the rootfs
+    directory (made 0700 by mkdtemp) and the directories above it in ``home()`` become readable and searchable,
+    and its ``/tmp`` is world-writable with the sticky bit, as on a real system."""
+    for d in (rootfs, *[p for p in rootfs.parents if p == home() or home() in p.parents]):
+        d.chmod(d.stat().st_mode | 0o555)
+    (rootfs / "tmp").chmod(0o1777)
+
+
 def smoke_test(rootfs: Path, log: Path) -> dict:
     """Run the rootfs's Python under qemu: it must be aarch64 and import numpy and LiteRT."""
     chroot = shutil.which("chroot") or "/usr/sbin/chroot"
@@ -166,6 +176,8 @@ def build(rootfs: Path | None = None, force: bool = False, say=print) -> Path:
     want = recipe()
     have = read_stamp(rootfs)
     if have and {k: v for k, v in have.items() if k in want} == want and not force:
+        if os.geteuid() == 0:
+            open_to_all(rootfs)          # a rootfs built before it was made readable
         say(f"emulator up to date: {rootfs}")
         return rootfs
     check_host()
@@ -191,6 +203,7 @@ def build(rootfs: Path | None = None, force: bool = False, say=print) -> Path:
                                                                                   time.gmtime()),
                  "build_seconds": round(time.perf_counter() - start, 1), "qemu": qemu_version()}
         (tmp / STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
+        open_to_all(tmp)
         replace(tmp, rootfs)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
