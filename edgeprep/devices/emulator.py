@@ -149,9 +149,13 @@ def open_to_all(rootfs: Path) -> None:
     """Let every user run benchmarks in it (the qemu transport's ``prefix`` isolation needs no root): the rootfs
     directory (made 0700 by mkdtemp) and the directories above it in ``home()`` become readable and searchable,
     and its ``/tmp`` is world-writable with the sticky bit, as on a real system."""
-    for d in (rootfs, *[p for p in rootfs.parents if p == home() or home() in p.parents]):
-        d.chmod(d.stat().st_mode | 0o555)
-    (rootfs / "tmp").chmod(0o1777)
+    try:
+        for d in (rootfs, *[p for p in rootfs.parents if p == home() or home() in p.parents]):
+            d.chmod(d.stat().st_mode | 0o555)
+        (rootfs / "tmp").chmod(0o1777)
+    except OSError as exc:            # e.g. a read-only $EDGEPREP_EMULATOR: root can still use it
+        print(f"warning: cannot open {rootfs} to other users ({exc.strerror}): only root can use it",
+              file=sys.stderr)
 
 
 def smoke_test(rootfs: Path, log: Path) -> dict:
