@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -117,8 +118,10 @@ class Runner:
         """Import the runtime without loading any model (the memory baseline a benchmark subtracts)."""
 
     def files(self, path: str) -> list[str]:
-        """The files that make up an artifact on disk (OpenVINO: the .xml and its .bin)."""
-        return [path]
+        """The files that make up an artifact on disk: the file itself, or every file of a directory artifact (a
+        Core ML package). OpenVINO overrides it: the .xml and its .bin."""
+        root = Path(path)
+        return sorted(str(p) for p in root.rglob("*") if p.is_file()) if root.is_dir() else [path]
 
     def open(self, path: str, threads: int | None = None, options: dict | None = None) -> Session:
         raise NotImplementedError

@@ -100,12 +100,6 @@ class CoreMLRunner(Runner):
     def load_runtime(self) -> None:
         _coremltools()
 
-    def files(self, path: str) -> list[str]:
-        from pathlib import Path
-
-        root = Path(path)
-        return sorted(str(p) for p in root.rglob("*") if p.is_file()) if root.is_dir() else [path]
-
     def open(self, path: str, threads: int | None = None, options: dict | None = None) -> Session:
         opts = dict(options or {})
         units = str(opts.pop("compute_units", "ALL")).upper()

@@ -80,12 +80,6 @@ class ReferenceRunner(Runner):
     def load_runtime(self) -> None:
         import device_bench.mil  # noqa: F401  (numpy only)
 
-    def files(self, path: str) -> list[str]:
-        from pathlib import Path
-
-        root = Path(path)
-        return sorted(str(p) for p in root.rglob("*") if p.is_file()) if root.is_dir() else [path]
-
     def open(self, path: str, threads: int | None = None, options: dict | None = None) -> Session:
         if options:
             raise ValueError(f"unknown Core ML reference runner option(s): {', '.join(options)} (it has none)")
