@@ -2,8 +2,12 @@
 
 A profile names the formats and precisions to produce (every combination), the runtime and threads the device
 uses, optional preprocessing, per-format options, and gate thresholds. Unknown keys are rejected with the offending
-key named. ``edgeprep targets`` lists the profiles found in the search path (``$EDGEPREP_TARGETS``, ``./targets``,
-then the profiles shipped with edgeprep).
+key named.
+
+Profiles are looked up by name along a search path: each directory of ``$EDGEPREP_TARGETS`` (``os.pathsep``
+separated), then ``./targets`` in the current directory, then the profiles shipped inside the package
+(``edgeprep/profiles/*.toml``, read through ``importlib.resources`` so they work from a wheel, a zip or a checkout).
+The first directory holding a name wins. ``edgeprep targets`` lists them; ``edgeprep targets show NAME`` prints one.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Literal
 
@@ -24,7 +30,8 @@ from edgeprep.config.gates import Gates
 from edgeprep.config.quantize import QuantizeConfig
 from edgeprep.errors import ConfigError, InputError
 
-SHIPPED = Path(__file__).resolve().parent.parent / "targets"
+# The profiles shipped with edgeprep: package data, a Path in a checkout or a wheel, a zip entry in a zip.
+SHIPPED: Traversable = files("edgeprep") / "profiles"
 
 # Which runtime executes which format. "auto" = each format's own runtime.
 RUNTIME_FORMATS = {"litert": ("tflite",), "openvino": ("openvino", "tflite"), "coreml": ("coreml",),
@@ -107,38 +114,67 @@ def parse_target(text: str, source: str) -> TargetProfile:
     return from_mapping(TargetProfile, {**raw, "source": source}, source)
 
 
-def search_path() -> list[Path]:
-    dirs = [Path(p) for p in os.environ.get("EDGEPREP_TARGETS", "").split(os.pathsep) if p]
-    dirs += [Path.cwd() / "targets", SHIPPED]
+@dataclass(frozen=True)
+class ProfileFile:
+    """One profile file on the search path: its name, which part of the path it came from, and where it is."""
+
+    name: str
+    origin: Literal["$EDGEPREP_TARGETS", "./targets", "shipped"]
+    file: Traversable      # a Path, or an importlib.resources entry for the shipped profiles
+
+    def read_text(self) -> str:
+        return self.file.read_text(encoding="utf-8")
+
+    def __str__(self) -> str:
+        return str(self.file)
+
+
+def search_path() -> list[tuple[str, Traversable]]:
+    """(origin, directory) in lookup order; directories that do not exist are left out, duplicates kept once."""
+    dirs: list[tuple[str, Traversable]] = [
+        ("$EDGEPREP_TARGETS", Path(p)) for p in os.environ.get("EDGEPREP_TARGETS", "").split(os.pathsep) if p]
+    dirs += [("./targets", Path.cwd() / "targets"), ("shipped", SHIPPED)]
     seen, out = set(), []
-    for d in dirs:
-        r = d.resolve()
-        if r not in seen and r.is_dir():
-            seen.add(r)
-            out.append(r)
+    for origin, d in dirs:
+        key = d.resolve() if isinstance(d, Path) else d
+        if key not in seen and d.is_dir():
+            seen.add(key)
+            out.append((origin, key))
     return out
 
 
-def available() -> dict[str, Path]:
-    """Profile name -> file, earlier search-path directories winning."""
-    found: dict[str, Path] = {}
-    for d in search_path():
-        for p in sorted(d.glob("*.toml")):
-            found.setdefault(p.stem, p)
+def profile_files(dirs: list[tuple[str, Traversable]] | None = None) -> list[ProfileFile]:
+    """Every ``*.toml`` on the search path in lookup order; a name found twice appears twice (the first wins)."""
+    found = []
+    for origin, d in search_path() if dirs is None else dirs:
+        entries = sorted((e for e in d.iterdir() if e.name.endswith(".toml") and e.is_file()), key=lambda e: e.name)
+        found += [ProfileFile(e.name[:-len(".toml")], origin, e) for e in entries]
+    return found
+
+
+def available(dirs: list[tuple[str, Traversable]] | None = None) -> dict[str, ProfileFile]:
+    """Profile name -> the file that wins (earlier search-path directories win)."""
+    found: dict[str, ProfileFile] = {}
+    for p in profile_files(dirs):
+        found.setdefault(p.name, p)
     return found
 
 
 def load_target(name_or_path: str | Path) -> TargetProfile:
-    """Load a profile by file path or by name (``litert-cpu`` -> ``targets/litert-cpu.toml``)."""
+    """Load a profile by file path or by name (``litert-cpu``: the first ``litert-cpu.toml`` on the search path)."""
     text_path = Path(name_or_path)
     if text_path.suffix == ".toml" or text_path.exists():
         if not text_path.is_file():
             raise InputError(f"target profile not found: {text_path}", "check the path, or pass a target name")
-        path = text_path
-    else:
-        known = available()
-        if str(name_or_path) not in known:
-            raise InputError(f"unknown target '{name_or_path}'",
-                             f"known targets: {', '.join(sorted(known)) or 'none'} (see 'edgeprep targets')")
-        path = known[str(name_or_path)]
-    return parse_target(path.read_text(), str(path))
+        return parse_target(text_path.read_text(encoding="utf-8"), str(text_path))
+    found = find_profile(str(name_or_path))
+    return parse_target(found.read_text(), str(found))
+
+
+def find_profile(name: str) -> ProfileFile:
+    """The profile file a name resolves to; an unknown name is an ``InputError`` listing the known ones."""
+    known = available()
+    if name not in known:
+        raise InputError(f"unknown target '{name}'",
+                         f"known targets: {', '.join(sorted(known)) or 'none'} (see 'edgeprep targets')")
+    return known[name]

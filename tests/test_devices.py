@@ -138,7 +138,8 @@ def test_a_linux_host_configured_as_the_mac_is_refused_with_the_reason(server, t
     from edgeprep.stages.convert import convert
 
     art = convert(load_model(trained_small), "coreml", "fp16", CoreMLOptions(), tmp_path / "m.fp16.mlpackage")
-    profile = (ROOT / "targets" / "mac-coreml-ssh.toml").read_text().split("\n[bench.ssh]\n")[0] + "\n" + server.toml()
+    shipped = (ROOT / "edgeprep" / "profiles" / "mac-coreml-ssh.toml").read_text()
+    profile = shipped.split("\n[bench.ssh]\n")[0] + "\n" + server.toml()
     (tmp_path / "mac.toml").write_text(profile.replace('name = "mac-coreml-ssh"', 'name = "mac"'))
     done = run_cli("-q", "bench", str(art.path), "--target", str(tmp_path / "mac.toml"), "--out", str(tmp_path / "o"))
     assert done.returncode == 2, done.stderr

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from conftest import ROOT
 
 from edgeprep.errors import ConfigError, InputError
-from edgeprep.targets import SHIPPED, available, load_target, parse_target
+from edgeprep.targets import available, load_target, parse_target
+
+SHIPPED = ROOT / "edgeprep" / "profiles"
 
 MINIMAL = 'name = "t"\ndescription = "d"\nformats = ["tflite"]\nprecisions = ["fp32"]\n'
 
@@ -21,6 +24,7 @@ def test_shipped_profiles_load_and_round_trip(path):
 
 def test_the_three_required_device_families_are_shipped():
     formats = {f for p in available().values() for f in parse_target(p.read_text(), str(p)).formats}
+    assert {p.origin for p in available().values()} == {"shipped"}
     assert {"tflite", "openvino", "coreml"} <= formats
 
 
@@ -74,3 +78,61 @@ def test_search_path_prefers_environment(tmp_path, monkeypatch):
     (tmp_path / "litert-cpu.toml").write_text(MINIMAL.replace('"t"', '"litert-cpu"').replace('"d"', '"mine"'))
     monkeypatch.setenv("EDGEPREP_TARGETS", str(tmp_path))
     assert load_target("litert-cpu").description == "mine"
+
+
+def test_shipped_profiles_are_package_data(monkeypatch, tmp_path):
+    import edgeprep.targets as targets
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EDGEPREP_TARGETS", raising=False)
+    assert not (ROOT / "targets").exists(), "the profiles live in edgeprep/profiles/; ./targets is a user override"
+    assert targets.search_path() == [("shipped", SHIPPED)]
+    assert sorted(available()) == sorted(p.stem for p in SHIPPED.glob("*.toml"))
+
+
+def _cli(*args: str) -> int:
+    from edgeprep.cli import main
+
+    return main(list(args))
+
+
+def test_listing_names_where_each_profile_came_from_and_which_wins(tmp_path, monkeypatch, capsys):
+    env, cwd = tmp_path / "env", tmp_path / "cwd"
+    (cwd / "targets").mkdir(parents=True)
+    env.mkdir()
+    for d, desc in ((env, "from env"), (cwd / "targets", "from cwd")):
+        (d / "litert-cpu.toml").write_text(MINIMAL.replace('"t"', '"litert-cpu"').replace('"d"', f'"{desc}"'))
+    (cwd / "targets" / "mine.toml").write_text(MINIMAL.replace('"t"', '"mine"'))
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("EDGEPREP_TARGETS", str(env))
+    assert load_target("litert-cpu").description == "from env"
+    assert load_target("mine").source == str((cwd / "targets" / "mine.toml").resolve())
+    assert _cli("targets") == 0
+    rows = [ln.split(None, 2) for ln in capsys.readouterr().out.splitlines()]
+    litert = [r for r in rows if r[0] == "litert-cpu"]
+    assert [r[1] for r in litert] == ["$EDGEPREP_TARGETS", "./targets", "shipped"]
+    assert litert[0][2].startswith("from env") and all("hidden by the $EDGEPREP_TARGETS" in r[2] for r in litert[1:])
+    assert ["mine", "./targets"] == next(r for r in rows if r[0] == "mine")[:2]
+
+
+def test_show_prints_the_profile_exactly_and_unknown_names_list_known(capsys):
+    assert _cli("targets", "show", "openvino-cpu") == 0
+    assert capsys.readouterr().out == (SHIPPED / "openvino-cpu.toml").read_text()
+    assert _cli("targets", "show", "pixel-11") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown target 'pixel-11'" in err[0] and "litert-cpu" in err[0]
+
+
+def test_no_profiles_found_is_an_error(tmp_path, monkeypatch, capsys):
+    import edgeprep.targets as targets
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setattr(targets, "SHIPPED", empty)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EDGEPREP_TARGETS", str(empty))
+    assert available() == {}
+    assert _cli("targets") == 2
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.startswith("edgeprep: error: no target profiles found")
+    assert len(out.err.strip().splitlines()) == 1

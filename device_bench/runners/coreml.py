@@ -3,7 +3,7 @@
 This is the real thing — Core ML's own kernels on the Mac's CPU, GPU or Neural Engine — so its latency, memory and
 numerics are a device measurement (compare ``coreml-ref``, which verifies numerics anywhere but times nothing).
 Reach a Mac from Linux CI with the ssh transport: ``[bench] transport = "ssh"``, ``runner = "coreml"``, and a
-``[bench.ssh]`` naming the Mac and a Python with numpy and coremltools (``targets/mac-coreml-ssh.toml``).
+``[bench.ssh]`` naming the Mac and a Python with numpy and coremltools (profile ``mac-coreml-ssh``).
 
 Options: ``compute_units``: ``ALL`` (default), ``CPU_ONLY``, ``CPU_AND_GPU``, ``CPU_AND_NE``. Core ML picks its
 own threads; ``threads`` is recorded, not applied. Off macOS it refuses with what to do instead.
@@ -22,7 +22,8 @@ COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
 # FeatureTypes.ArrayFeatureType.ArrayDataType in Core ML's model specification
 ARRAY_DTYPES = {65568: "float32", 65552: "float16", 65600: "float64", 131104: "int32", 131080: "int8"}
 NOT_ON_THIS_OS = ("Core ML runs only on macOS (coremltools converts on Linux but cannot predict): benchmark on a "
-                  "Mac over ssh ([bench] transport = \"ssh\", runner = \"coreml\"; see targets/mac-coreml-ssh.toml), "
+                  "Mac over ssh ([bench] transport = \"ssh\", runner = \"coreml\"; "
+                  "see: edgeprep targets show mac-coreml-ssh), "
                   "or check numerics here with the coreml-ref runner")
 
 
