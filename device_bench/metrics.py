@@ -40,6 +40,8 @@ def sqnr_db(reference: np.ndarray, outputs: np.ndarray) -> float:
     ref, out = _flat(reference), _flat(outputs)
     noise = float(np.sum((ref - out) ** 2))
     signal = float(np.sum(ref ** 2))
+    if not (math.isfinite(noise) and math.isfinite(signal)):
+        return float("nan")      # NaN/inf outputs are no signal and no noise: never "bit-exact"
     if noise == 0.0:
         return SQNR_EXACT_DB
     if signal == 0.0:

@@ -6,6 +6,17 @@ Accepted sources
 - a folder of images: one subfolder per class (the Keras convention, classes sorted by name) or flat (unlabelled);
 - a data manifest (``.toml``) naming a calibration and an evaluation source and their preprocessing.
 
+Labels are integer class indices (or one-hot rows); ``check_labels`` refuses labels that name no output of the model.
+
+An image folder reads regular files only (or symbolic links to them): FIFOs, sockets and device nodes are never
+opened (a FIFO would block forever) but skipped, listed in ``Dataset.skipped`` and in the dataset's description.
+Images above ``max_image_pixels`` (default ``DEFAULT_MAX_IMAGE_PIXELS``, Pillow's own limit) are refused before they
+are decoded, so a decompression bomb (a few KB of PNG that decode to gigabytes) is an error naming the file. A data
+manifest raises the limit with a top-level key::
+
+    calibration = "images/"
+    max_image_pixels = 200_000_000
+
 Preprocessing (``Preprocess``) turns raw samples into model input: optional resize (bilinear, half-pixel centres),
 channel conversion (grey <-> RGB), ``x * scale + offset`` then optional per-channel ``(x - mean) / std``, and the
 layout the model wants (NHWC or NCHW). It is applied batch by batch as data streams.
@@ -14,6 +25,9 @@ layout the model wants (NHWC or NCHW). It is applied batch by batch as data stre
 from __future__ import annotations
 
 import math
+import os
+import stat
+import struct
 import tomllib
 import zipfile
 from dataclasses import dataclass, field, replace
@@ -26,6 +40,7 @@ from edgeprep.config import from_mapping, merge, to_mapping
 from edgeprep.errors import ConfigError, DataError, InputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485   # Pillow's Image.MAX_IMAGE_PIXELS: ~0.09 gigapixels, 256 MiB as RGBA
 
 
 @dataclass(frozen=True)
@@ -123,6 +138,8 @@ class Dataset:
     labels: np.ndarray | None = field(default=None, repr=False)
     preprocess: Preprocess = Preprocess()
     classes: tuple[str, ...] | None = None
+    skipped: tuple[tuple[str, str], ...] = ()   # (path, what it is): entries of an image folder that were not read
+    label_columns: int | None = None            # the width of one-hot labels, as given (None: class indices)
 
     @property
     def has_labels(self) -> bool:
@@ -197,13 +214,14 @@ class DataSpec:
         return self.calibration.source == self.evaluation.source
 
 
-def load_dataset(path: str | Path, preprocess: Preprocess = Preprocess()) -> Dataset:
-    """Open an ``.npz``, ``.npy`` or image folder as a ``Dataset``."""
+def load_dataset(path: str | Path, preprocess: Preprocess = Preprocess(),
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Dataset:
+    """Open an ``.npz``, ``.npy`` or image folder as a ``Dataset``; images above ``max_image_pixels`` are refused."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"data not found: {path}", "check the path given to --data")
     if path.is_dir():
-        ds = _image_folder(path)
+        ds = _image_folder(path, max_image_pixels)
     elif path.suffix == ".npz":
         ds = _npz(path)
     elif path.suffix == ".npy":
@@ -226,18 +244,33 @@ def _check_images(arr: np.ndarray, path: Path) -> None:
         raise DataError(f"{path}: images must be numeric, got dtype {arr.dtype}")
 
 
-def _labels(y: np.ndarray, n: int, path: Path) -> np.ndarray:
+def _labels(y: np.ndarray, n: int, path: Path) -> tuple[np.ndarray, int | None]:
+    """Integer class indices (int64) from ``y``, and the width of ``y`` when it was one-hot (else None)."""
     y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] > 1:  # one-hot
-        y = np.argmax(y, axis=1)
+    hint = "store one integer class index per image (0 .. classes-1)"
+    if not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
+        raise DataError(f"{path}: labels must be integer class indices, got dtype {y.dtype}", hint)
+    columns = None
+    if y.ndim == 2 and y.shape[1] > 1:  # one-hot: exactly one 1 per row, zeros elsewhere
+        rows = np.flatnonzero(~(np.isin(y, (0, 1)).all(axis=1) & (np.sum(y == 1, axis=1) == 1)))
+        if rows.size:
+            raise DataError(f"{path}: labels are {y.shape[0]} x {y.shape[1]} but not one-hot (row {rows[0]} is "
+                            f"{np.array2string(y[rows[0]][:12], precision=3, separator=', ')}"
+                            f"{' ...' if y.shape[1] > 12 else ''})",
+                            "give one integer class index per image, or one-hot rows (a single 1 in each)")
+        y, columns = np.argmax(y, axis=1), y.shape[1]
     y = y.reshape(-1)
     if len(y) != n:
         raise DataError(f"{path}: {n} images but {len(y)} labels", "give one label per image")
-    if not np.issubdtype(y.dtype, np.integer):
-        if not np.all(np.equal(np.mod(y, 1), 0)):
-            raise DataError(f"{path}: labels must be integer class indices, got {y.dtype}")
-        y = y.astype(np.int64)
-    return y.astype(np.int64)
+    if np.issubdtype(y.dtype, np.unsignedinteger) and y.size and y.max() > np.iinfo(np.int64).max:
+        raise DataError(f"{path}: label {y.max()} is not a class index (above 2**63)", hint)
+    if not (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_):
+        with np.errstate(invalid="ignore"):
+            bad = np.flatnonzero(~np.isfinite(y) | (np.mod(y, 1) != 0) | (np.abs(y) > 2.0 ** 53))
+        if len(bad):
+            raise DataError(f"{path}: labels must be integer class indices, got {y[bad[0]].item()!r} at sample "
+                            f"{bad[0]} ({len(bad):,} of {len(y):,} labels are not)", hint)
+    return y.astype(np.int64), columns
 
 
 def _npz(path: Path) -> Dataset:
@@ -252,8 +285,8 @@ def _npz(path: Path) -> Dataset:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: cannot read the .npz ({exc})", "check the file is a complete numpy .npz") from None
     _check_images(x, path)
-    labels = None if y is None else _labels(y, len(x), path)
-    return Dataset(str(path), len(x), lambda idx, _x=x: _x[idx], labels, classes=classes)
+    labels, columns = (None, None) if y is None else _labels(y, len(x), path)
+    return Dataset(str(path), len(x), lambda idx, _x=x: _x[idx], labels, classes=classes, label_columns=columns)
 
 
 def _npy(path: Path) -> Dataset:
@@ -265,39 +298,102 @@ def _npy(path: Path) -> Dataset:
     return Dataset(str(path), len(x), lambda idx, _x=x: np.asarray(_x[idx]))
 
 
-def _image_folder(path: Path) -> Dataset:
+def _not_regular(mode: int) -> str | None:
+    """What a file of this ``st_mode`` is when it is not a regular file (None for a regular file)."""
+    if stat.S_ISREG(mode):
+        return None
+    for test, what in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def _image_files(candidates, skipped: list[tuple[str, str]]) -> list[Path]:
+    """The regular files (or symbolic links to them) among ``candidates`` with an image suffix, sorted. Nothing is
+    opened: FIFOs, sockets and devices go to ``skipped``; directories are left out (their images are listed)."""
+    files = []
+    for p in sorted(c for c in candidates if c.suffix.lower() in IMAGE_SUFFIXES):
+        try:
+            mode = os.stat(p).st_mode                       # follows symbolic links; never opens the file
+        except OSError as exc:
+            what = "a broken symbolic link" if p.is_symlink() else "cannot look the file up"
+            raise DataError(f"{p}: {what} ({exc.strerror})", "remove or replace the file") from None
+        what = _not_regular(mode)
+        if what is None:
+            files.append(p)
+        elif not stat.S_ISDIR(mode):
+            skipped.append((str(p), what + (" (through a symbolic link)" if p.is_symlink() else "")))
+    return files
+
+
+def _image_folder(path: Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Dataset:
     subdirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     files: list[Path] = []
     labels: list[int] | None = None
     classes: tuple[str, ...] | None = None
+    skipped: list[tuple[str, str]] = []
     if subdirs:
         labels, classes = [], tuple(d.name for d in subdirs)
         for i, d in enumerate(subdirs):
-            imgs = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            imgs = _image_files(d.rglob("*"), skipped)
             files += imgs
             labels += [i] * len(imgs)
     else:
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = _image_files(path.iterdir(), skipped)
     if not files:
-        raise DataError(f"{path}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})",
+        found = f"; skipped {_skipped_text(skipped)}" if skipped else ""
+        raise DataError(f"{path}: no images found (looked for regular files named "
+                        f"{', '.join('*' + s for s in sorted(IMAGE_SUFFIXES))}{found})",
                         "put images in the folder, or one subfolder per class")
 
     def read(idx: np.ndarray) -> np.ndarray:
-        from PIL import Image, UnidentifiedImageError
-
-        out = []
-        for i in idx:
-            try:
-                with Image.open(files[i]) as im:
-                    im = im.convert("L") if im.mode in ("L", "1", "I;16", "I", "F") else im.convert("RGB")
-                    arr = np.asarray(im)
-            except (OSError, UnidentifiedImageError) as exc:
-                raise DataError(f"{files[i]}: unreadable image ({exc})", "remove or replace the file") from None
-            out.append(arr if arr.ndim == 3 else arr[..., None])
+        out = [_read_image(files[i], max_pixels) for i in idx]
+        out = [a if a.ndim == 3 else a[..., None] for a in out]
         return out if len({a.shape for a in out}) > 1 else np.stack(out)
 
-    return Dataset(str(path), len(files), read,
-                   None if labels is None else np.asarray(labels, np.int64), classes=classes)
+    return Dataset(str(path), len(files), read, None if labels is None else np.asarray(labels, np.int64),
+                   classes=classes, skipped=tuple(skipped))
+
+
+def _skipped_text(skipped, limit: int = 3) -> str:
+    shown = ", ".join(f"{p} ({what})" for p, what in skipped[:limit])
+    return shown + (f" and {len(skipped) - limit} more" if len(skipped) > limit else "")
+
+
+def _read_image(file: Path, max_pixels: int) -> np.ndarray:
+    """One image as uint8 (or wider) H x W [x C]. Refuses a file that is no longer regular, an image above
+    ``max_pixels`` (checked from its header, before decoding) and anything Pillow cannot decode, naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    fix = "remove or replace the file"
+    try:  # O_NONBLOCK: should the file have been replaced by a FIFO since it was listed, opening does not block
+        fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        raise DataError(f"{file}: cannot open the image ({exc.strerror})", fix) from None
+    with os.fdopen(fd, "rb") as fh:
+        what = _not_regular(os.fstat(fd).st_mode)
+        if what is not None:
+            raise DataError(f"{file}: {what}, not an image file", "read regular files only: remove it")
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None       # the limit is checked below, with a message naming the file and the fix
+        try:
+            with Image.open(fh) as im:
+                width, height = im.size
+                if width * height > max_pixels:
+                    raise DataError(f"{file}: image is {width} x {height} = {width * height:,} pixels, above the "
+                                    f"limit of {max_pixels:,} pixels (a decompression bomb?)",
+                                    f"shrink or remove the image, or raise the limit: max_image_pixels = "
+                                    f"{width * height} in a data manifest (.toml) given as --data")
+                im = im.convert("L") if im.mode in ("L", "1", "I;16", "I", "F") else im.convert("RGB")
+                return np.asarray(im)
+        except UnidentifiedImageError:
+            raise DataError(f"{file}: not an image Pillow can read (unknown or damaged format)", fix) from None
+        except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:   # what decoders raise on bad data
+            detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+            raise DataError(f"{file}: unreadable image ({detail})", fix) from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 def preprocess_from(*layers: dict | None) -> Preprocess:
@@ -315,6 +411,11 @@ class DataManifest:
     evaluation: str | None = None
     preprocess: dict = field(default_factory=dict)
     description: str = ""
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS   # larger images in an image folder are refused
+
+    def __post_init__(self) -> None:
+        if self.max_image_pixels < 1:
+            raise ValueError(f"max_image_pixels must be a positive number of pixels, got {self.max_image_pixels}")
 
 
 def load_data(path: str | Path, *, preprocess_layers: tuple[dict | None, ...] = (),
@@ -326,6 +427,7 @@ def load_data(path: str | Path, *, preprocess_layers: tuple[dict | None, ...] = 
     path = Path(path)
     manifest_pre: dict | None = None
     manifest_name = None
+    max_pixels = DEFAULT_MAX_IMAGE_PIXELS
     if path.suffix == ".toml":
         if not path.exists():
             raise InputError(f"data manifest not found: {path}", "check the path given to --data")
@@ -336,14 +438,14 @@ def load_data(path: str | Path, *, preprocess_layers: tuple[dict | None, ...] = 
         man = from_mapping(DataManifest, raw, str(path))
         calib_path = (path.parent / man.calibration)
         eval_path = (path.parent / man.evaluation) if man.evaluation else calib_path
-        manifest_pre, manifest_name = man.preprocess, str(path)
+        manifest_pre, manifest_name, max_pixels = man.preprocess, str(path), man.max_image_pixels
     else:
         calib_path = eval_path = path
     if calibration is not None:
         calib_path = Path(calibration)
     pre = preprocess_from(*preprocess_layers, manifest_pre, cli_preprocess)
-    ev = load_dataset(eval_path, pre)
-    cal = ev if calib_path == eval_path else load_dataset(calib_path, pre)
+    ev = load_dataset(eval_path, pre, max_pixels)
+    cal = ev if calib_path == eval_path else load_dataset(calib_path, pre, max_pixels)
     return DataSpec(calibration=cal, evaluation=ev, manifest=manifest_name)
 
 
@@ -365,10 +467,44 @@ def scaling_warnings(ds: Dataset, sample: int = 64) -> list[str]:
             "--scale), or save the raw pixels"]
 
 
+def read_warnings(ds: Dataset) -> list[str]:
+    """Warnings about how ``ds`` was read: entries of an image folder that were skipped (FIFOs, sockets, devices)."""
+    if not ds.skipped:
+        return []
+    return [f"{ds.source}: skipped {len(ds.skipped)} entr{'y' if len(ds.skipped) == 1 else 'ies'} that "
+            f"{'is' if len(ds.skipped) == 1 else 'are'} not a regular file: {_skipped_text(ds.skipped)}"]
+
+
 def describe(ds: Dataset) -> dict:
-    """A JSON-ready description of a dataset for reports."""
-    return {"source": ds.source, "samples": ds.count, "labelled": ds.has_labels,
-            "preprocess": to_mapping(ds.preprocess)}
+    """A JSON-ready description of a dataset for reports (with the entries skipped, when there are any)."""
+    out = {"source": ds.source, "samples": ds.count, "labelled": ds.has_labels,
+           "preprocess": to_mapping(ds.preprocess)}
+    if ds.skipped:
+        out["skipped"] = [{"path": p, "reason": what} for p, what in ds.skipped]
+    return out
+
+
+def check_labels(ds: Dataset, output_shape: tuple[int | None, ...], what: str = "the model") -> None:
+    """Refuse labels that name no output of the model: top-1 would score them as silent misses.
+
+    ``output_shape`` is one sample's output (batch axis excluded); its outputs are the classes, as top-1 counts them
+    (flattened). Nothing is checked when the shape is not known yet (a dynamic axis) or the data has no labels.
+    """
+    known = all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0 for d in output_shape)
+    if ds.labels is None or not len(ds.labels) or not known:
+        return
+    classes = int(math.prod(output_shape))
+    fix = "fix the labels or the model"
+    if ds.label_columns is not None and ds.label_columns != classes:
+        raise DataError(f"labels in {ds.source} are one-hot over {ds.label_columns} classes but {what} has "
+                        f"{classes} outputs", fix)
+    lo, hi = int(ds.labels.min()), int(ds.labels.max())
+    if lo >= 0 and hi < classes:
+        return
+    outside = int(np.count_nonzero((ds.labels < 0) | (ds.labels >= classes)))
+    folders = f" ({len(ds.classes)} class folders)" if ds.classes is not None and Path(ds.source).is_dir() else ""
+    raise DataError(f"labels in {ds.source}{folders} range from {lo} to {hi} but {what} has {classes} outputs "
+                    f"(classes 0..{classes - 1}); {outside:,} of {len(ds.labels):,} labels are outside", fix)
 
 
 def check_fits(ds: Dataset, expected: tuple[int | None, ...], what: str = "the model") -> None:

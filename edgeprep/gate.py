@@ -2,7 +2,10 @@
 
 Each check returns ``Verdict`` values with status ``pass``, ``fail`` or ``error``. It fails closed: a threshold
 that is set but whose metric is missing on either side (an artifact not benchmarked, a baseline without that
-artifact, measurements taken with different threads) is an ``error``, never a pass.
+artifact, measurements taken with different threads) is an ``error``, never a pass. So is a measured value that is
+not a finite number (NaN or infinite, as Python's json reads ``NaN`` and ``Infinity``), on either side: every
+comparison with NaN is false, so ``value > limit`` would let it pass. ``evaluate`` judges no further an artifact with
+any such value (in ``size_bytes``, ``metrics``, ``bench`` or its raw latencies), and each check refuses one too.
 
 Latency is judged on the ratio of median latencies (report / baseline) with a percentile-bootstrap confidence
 interval. The bootstrap is hierarchical: a benchmark runs in several fresh processes, and processes are resampled
@@ -15,6 +18,7 @@ a clearly slower model, whose whole interval sits above the threshold, always do
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,6 +44,66 @@ class Verdict:
         d = asdict(self)
         d["interval"] = list(self.interval) if self.interval else None
         return d
+
+
+def _finite(value) -> bool:
+    """A measured value the gate can judge: a real number, not NaN or infinite."""
+    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+            and math.isfinite(value))
+
+
+def _unjudgeable(key: str, check: str, what: str, value, side: str) -> Verdict | None:
+    """An ``error`` verdict when ``value`` (present) is not a finite number; None when it can be judged."""
+    if value is None or _finite(value):
+        return None
+    return Verdict(key, check, "error", detail=f"{what} in {side} is {value!r}, not a finite number: a gate never "
+                                               "passes a non-finite measurement; measure it again")
+
+
+def _latency_problem(samples) -> str | None:
+    """Why raw latencies cannot be judged (not numbers, NaN or infinite, zero or negative), or None."""
+    try:
+        groups = _groups(samples)
+    except (TypeError, ValueError):
+        return "raw latencies that are not numbers"
+    values = np.concatenate(groups) if groups else np.empty(0)
+    bad = int(np.count_nonzero(~np.isfinite(values)))
+    if bad:
+        return f"{bad} of {values.size} raw latencies NaN or infinite"
+    if np.any(values <= 0):
+        return f"{int(np.count_nonzero(values <= 0))} of {values.size} raw latencies zero or negative"
+    if any(g.size == 0 for g in groups):
+        return "a benchmark process without latencies"
+    return None
+
+
+def non_finite(entry: dict | None, samples=None) -> list[str]:
+    """Where an artifact entry holds a measured value that is not a finite number, in ``size_bytes``, ``metrics``
+    and ``bench``, and its raw latencies (``samples``, else those inlined in ``bench.latencies_ms``, if any)."""
+    found: dict[str, list] = {}
+
+    def walk(value, where: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if k != "latencies_ms":
+                    walk(v, f"{where}.{k}")
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v, f"{where}[]")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and not _finite(value):
+            found.setdefault(where, []).append(value)
+
+    entry = entry or {}
+    for name in ("size_bytes", "metrics", "bench"):
+        walk(entry.get(name), name)
+    out = [f"{where} = {values[0]}" if len(values) == 1 else f"{where} ({len(values)} values NaN or infinite)"
+           for where, values in found.items()]
+    if samples is None:
+        samples = (entry.get("bench") or {}).get("latencies_ms")
+    problem = None if samples is None else _latency_problem(samples)
+    if problem and ("NaN" in problem or "not numbers" in problem):
+        out.append(problem)
+    return out
 
 
 def _groups(samples) -> list[np.ndarray]:
@@ -75,11 +139,20 @@ def median_ratio(current, baseline, confidence: float = 0.95, resamples: int = 2
 def check_size(key: str, size: int, base_size: int | None, t: Thresholds) -> list[Verdict]:
     out = []
     if t.max_size_bytes is not None:
-        out.append(Verdict(key, "max_size_bytes", "pass" if size <= t.max_size_bytes else "fail", size, base_size,
+        out.append(_unjudgeable(key, "max_size_bytes", "the size", size, "this report") or
+                   Verdict(key, "max_size_bytes", "pass" if size <= t.max_size_bytes else "fail", size, base_size,
                            t.max_size_bytes, f"{size:,} bytes (limit {t.max_size_bytes:,})"))
     if t.max_size_growth_pct is not None:
+        name = "max_size_growth_pct"
+        bad = (_unjudgeable(key, name, "the size", size, "this report")
+               or _unjudgeable(key, name, "the size", base_size, "the baseline"))
         if base_size is None:
             out.append(Verdict(key, "max_size_growth_pct", "error", detail="no size in the baseline"))
+        elif bad:
+            out.append(bad)
+        elif base_size <= 0:
+            out.append(Verdict(key, name, "error", detail=f"the size in the baseline is {base_size} bytes: no growth "
+                                                          "can be measured from it; update the baseline"))
         else:
             growth = 100.0 * (size - base_size) / base_size
             out.append(Verdict(key, "max_size_growth_pct", "pass" if growth <= t.max_size_growth_pct + 1e-9
@@ -98,23 +171,31 @@ def check_accuracy(key: str, metrics: dict | None, base_metrics: dict | None, t:
     if t.max_accuracy_drop is not None:
         drop = m.get("accuracy_drop")
         out.append(missing("max_accuracy_drop", "the accuracy drop vs the float model") if drop is None else
+                   _unjudgeable(key, "max_accuracy_drop", "the accuracy drop", drop, "this report") or
                    Verdict(key, "max_accuracy_drop", "pass" if drop <= t.max_accuracy_drop + 1e-9 else "fail",
                            drop, None, t.max_accuracy_drop, f"{drop:+.2f} points below the float model"))
     if t.min_agreement is not None:
         v = m.get("agreement")
         out.append(missing("min_agreement", "top-1 agreement") if v is None else
+                   _unjudgeable(key, "min_agreement", "top-1 agreement", v, "this report") or
                    Verdict(key, "min_agreement", "pass" if v >= t.min_agreement else "fail", v, None,
                            t.min_agreement, f"agreement {v:.4f}"))
     if t.min_sqnr_db is not None:
         v = m.get("sqnr_db")
         out.append(missing("min_sqnr_db", "SQNR") if v is None else
+                   _unjudgeable(key, "min_sqnr_db", "SQNR", v, "this report") or
                    Verdict(key, "min_sqnr_db", "pass" if v >= t.min_sqnr_db else "fail", v, None, t.min_sqnr_db,
                            f"SQNR {v:.1f} dB"))
     if t.max_accuracy_drop_vs_baseline is not None:
         acc, base = m.get("accuracy"), b.get("accuracy")
+        name = "max_accuracy_drop_vs_baseline"
+        bad = (_unjudgeable(key, name, "top-1 accuracy", acc, "this report")
+               or _unjudgeable(key, name, "top-1 accuracy", base, "the baseline"))
         if acc is None or base is None:
             out.append(missing("max_accuracy_drop_vs_baseline",
                                "accuracy " + ("of the report" if acc is None else "in the baseline")))
+        elif bad:
+            out.append(bad)
         else:
             drop = round(100.0 * (base - acc), 4)
             out.append(Verdict(key, "max_accuracy_drop_vs_baseline",
@@ -133,11 +214,17 @@ def check_latency(key: str, current: list | None, baseline: list | None, t: Thre
         if samples is None:
             return [Verdict(key, name, "error", detail=f"no raw latencies in {side}: benchmark it (edgeprep bench "
                                                        "or [bench] in the target)")]
+        problem = _latency_problem(samples)
+        if problem:
+            return [Verdict(key, name, "error", detail=f"{problem} in {side}: a gate never passes a non-finite or "
+                                                       "impossible measurement; benchmark it again")]
         count = sum(g.size for g in _groups(samples))
         if count < MIN_SAMPLES:
             return [Verdict(key, name, "error", detail=f"{count} latency samples in {side}; at least "
                                                        f"{MIN_SAMPLES} are needed to judge a regression")]
     point, lo, hi = median_ratio(current, baseline, confidence, resamples)
+    if not all(map(math.isfinite, (point, lo, hi))):     # cannot happen with positive finite samples: fail closed
+        return [Verdict(key, name, "error", detail=f"the latency ratio is not finite (x{point} [{lo}, {hi}])")]
     limit = 1.0 + t.max_latency_regression_pct / 100.0
     status = "fail" if lo > limit else "pass"
     med_c, med_b = (float(np.median(np.concatenate(_groups(x)))) for x in (current, baseline))
@@ -158,6 +245,12 @@ def check_instructions(key: str, bench: dict | None, base_bench: dict | None, t:
         side = "this report" if not cur else "the baseline"
         return [Verdict(key, name, "error", detail=f"no instruction count in {side}: bench with --instructions "
                                                    "(or [bench] instructions = true)")]
+    bad = (_unjudgeable(key, name, "the instruction count", cur, "this report")
+           or _unjudgeable(key, name, "the instruction count", base, "the baseline"))
+    if bad:
+        return [bad]
+    if base < 0 or cur < 0:
+        return [Verdict(key, name, "error", detail=f"a negative instruction count ({cur:,} vs {base:,})")]
     growth = 100.0 * (cur - base) / base
     return [Verdict(key, name, "pass" if growth <= t.max_instructions_regression_pct else "fail",
                     round(growth, 3), base, t.max_instructions_regression_pct,
@@ -196,6 +289,13 @@ def evaluate(report: dict, baseline: dict | None, gates: Gates, latencies: dict[
         if baseline is not None and b is None and _needs_baseline(t):
             verdicts.append(Verdict(key, "baseline", "error", detail="not in the baseline: update the baseline "
                                                                     "(--update-baseline) if it is new"))
+        bad = [f"{what} in this report" for what in non_finite(a, latencies.get(key))]
+        bad += [f"{what} in the baseline" for what in non_finite(b, base_latencies.get(key))] if b else []
+        if bad:     # NaN or infinite: nothing about this artifact can be judged, not even the checks that look fine
+            verdicts.append(Verdict(key, "measurements", "error", detail=f"not finite: {'; '.join(bad[:4])}"
+                                    f"{f' (and {len(bad) - 4} more)' if len(bad) > 4 else ''}: a gate never passes "
+                                    "a non-finite measurement; measure it again (edgeprep verify / bench)"))
+            continue
         bench, base_bench = a.get("bench"), (b or {}).get("bench")
         verdicts += check_size(key, a["size_bytes"], b["size_bytes"] if b else None, t)
         verdicts += check_accuracy(key, a.get("metrics"), (b or {}).get("metrics"), t)
@@ -230,3 +330,15 @@ def to_markdown(result: dict) -> str:
     for v in sorted(result["verdicts"], key=lambda v: order[v["status"]]):
         lines.append(f"| {icon[v['status']]} | {v['artifact']} | {v['check']} | {v['detail']} |")
     return "\n".join(lines) + "\n"
+
+
+def require_finite(report: dict, latencies: dict[str, list], where: str) -> None:
+    """Refuse a report with a non-finite measured value (``DataError``, naming the artifact and the value) where
+    no check will judge it, e.g. before it becomes the first baseline: a NaN baseline would poison every gate."""
+    from edgeprep.errors import DataError
+
+    for a in report["artifacts"]:
+        bad = non_finite(a, latencies.get(_key(a)))
+        if bad:
+            raise DataError(f"{where}: {_key(a)}: not finite: {'; '.join(bad[:4])}",
+                            "measure it again (edgeprep verify / bench); a NaN or infinite value is never a baseline")

@@ -8,8 +8,19 @@ import numpy as np
 import pytest
 from conftest import DATA_DIR, MANIFEST
 from PIL import Image
+from test_bad_input import write_bomb_png
 
-from edgeprep.data import Preprocess, check_fits, load_data, load_dataset, resize_bilinear, scaling_warnings
+from edgeprep.data import (
+    Preprocess,
+    check_fits,
+    check_labels,
+    describe,
+    load_data,
+    load_dataset,
+    read_warnings,
+    resize_bilinear,
+    scaling_warnings,
+)
 from edgeprep.errors import ConfigError, DataError, InputError
 
 
@@ -176,3 +187,141 @@ def test_committed_data_is_rebuilt_bit_for_bit_from_the_debian_package(tmp_path)
             assert rebuilt.files == committed.files
             for key in committed.files:
                 np.testing.assert_array_equal(rebuilt[key], committed[key], err_msg=f"{name}:{key}")
+
+
+# ---------------------------------------------------------------- hostile and broken input (issue 12)
+
+
+def test_image_folder_reads_regular_files_only(tmp_path, eval_npz):
+    """A FIFO (or a link to one) would block the reader forever; sockets and devices must not be opened either."""
+    import os
+    import socket
+
+    _write_pngs(tmp_path, eval_npz["x"][:4])
+    os.mkfifo(tmp_path / "0000_pipe.png")
+    os.symlink(tmp_path / "0000_pipe.png", tmp_path / "0001_to_pipe.png")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "0002_socket.png"))
+    os.symlink(tmp_path / "0003.png", tmp_path / "zz_link_to_image.png")     # a link to a regular file is read
+    (tmp_path / ".hidden.png").mkdir()   # a directory with an image suffix is no image (a visible one: a class)
+    try:
+        ds = load_dataset(tmp_path)
+        assert ds.count == 5                          # checked before any read: a regression fails, not hangs
+        assert [(Path(p).name, why) for p, why in ds.skipped] == [
+            ("0000_pipe.png", "a FIFO"), ("0001_to_pipe.png", "a FIFO (through a symbolic link)"),
+            ("0002_socket.png", "a socket")]
+        x, _ = ds.arrays()
+        np.testing.assert_array_equal(x[-1], x[3])   # the symbolic link reads the image it points to
+        [warning] = read_warnings(ds)
+        assert "skipped 3 entries that are not a regular file" in warning and "0000_pipe.png (a FIFO)" in warning
+        assert [Path(s["path"]).name for s in describe(ds)["skipped"]] == ["0000_pipe.png", "0001_to_pipe.png",
+                                                                           "0002_socket.png"]
+        assert "skipped" not in describe(load_dataset(DATA_DIR / "fashion_mnist_eval.npz"))
+    finally:
+        sock.close()
+
+
+def test_image_folder_of_non_regular_files_only_is_an_error(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "a.png")
+    with pytest.raises(DataError) as err:
+        load_dataset(tmp_path)
+    assert "no images found" in str(err.value) and "skipped " + str(tmp_path / "a.png (a FIFO)") in str(err.value)
+    os.symlink(tmp_path / "gone.png", tmp_path / "b.png")
+    with pytest.raises(DataError, match="b.png: a broken symbolic link"):
+        load_dataset(tmp_path)
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path, eval_npz):
+    import resource
+
+    _write_pngs(tmp_path, eval_npz["x"][:2])
+    write_bomb_png(tmp_path / "0001_bomb.png")
+    assert (tmp_path / "0001_bomb.png").stat().st_size < 200_000
+    ds = load_dataset(tmp_path)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(DataError) as err:
+        ds.arrays()
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000     # KB: nothing was decoded
+    msg = str(err.value)
+    assert "0001_bomb.png: image is 30000 x 30000 = 900,000,000 pixels, above the limit of 89,478,485" in msg
+    assert "max_image_pixels = 900000000 in a data manifest" in msg
+
+
+def test_max_image_pixels_is_set_in_the_data_manifest(tmp_path, eval_npz, monkeypatch):
+    from PIL import Image
+
+    _write_pngs(tmp_path / "images", eval_npz["x"][:3])
+    (tmp_path / "m.toml").write_text('calibration = "images"\nmax_image_pixels = 500\n')
+    with pytest.raises(DataError, match=r"image is 28 x 28 = 784 pixels, above the limit of 500 pixels"):
+        load_data(tmp_path / "m.toml").calibration.arrays()
+    # edgeprep's limit decides, not Pillow's global one (which it leaves as it found it)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    (tmp_path / "m.toml").write_text('calibration = "images"\nmax_image_pixels = 1000\n')
+    assert load_data(tmp_path / "m.toml").calibration.arrays()[0].shape == (3, 28, 28, 1)
+    assert Image.MAX_IMAGE_PIXELS == 100
+    for bad, fragment in (("0", "max_image_pixels must be a positive number"), ("2.5e8", "expected an integer")):
+        (tmp_path / "m.toml").write_text(f'calibration = "images"\nmax_image_pixels = {bad}\n')
+        with pytest.raises(ConfigError, match=fragment):
+            load_data(tmp_path / "m.toml")
+
+
+def _flip(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+
+
+@pytest.mark.parametrize("name, damage, fragment", [
+    ("zz.png", lambda b: b[:len(b) // 2], "unreadable image (image file is truncated)"),
+    ("zz.png", lambda b: b"not an image at all", "not an image Pillow can read"),
+    ("zz.png", lambda b: b"", "not an image Pillow can read"),
+    ("zz.png", lambda b: _flip(b, b.find(b"IDAT") + 8), "unreadable image (broken data stream"),
+    ("zz.ppm", lambda b: b"P5\n28 2k\n255\n" + bytes(784), "unreadable image (invalid literal for int()"),
+])
+def test_damaged_image_is_one_error_naming_the_file(tmp_path, eval_npz, name, damage, fragment):
+    _write_pngs(tmp_path, eval_npz["x"][:2])
+    (tmp_path / name).write_bytes(damage((tmp_path / "0000.png").read_bytes()))
+    with pytest.raises(DataError) as err:
+        load_dataset(tmp_path).arrays()
+    assert str(err.value).startswith(f"{tmp_path / name}: ") and fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def _labelled(tmp_path, y, n=6):
+    np.savez(tmp_path / "d.npz", x=np.zeros((n, 8, 8, 1), np.uint8), y=np.asarray(y))
+    return tmp_path / "d.npz"
+
+
+@pytest.mark.parametrize("y, fragment", [
+    ([0, 1, 2, 3, 4, 99], "range from 0 to 99 but the model (m.keras) has 10 outputs (classes 0..9); 1 of 6"),
+    ([-1, 1, 2, 3, 4, 5], "range from -1 to 5 but the model (m.keras) has 10 outputs (classes 0..9)"),
+    (np.eye(5)[[0, 1, 2, 3, 4, 0]], "are one-hot over 5 classes but the model (m.keras) has 10 outputs"),
+])
+def test_labels_out_of_range_for_the_model_are_refused(tmp_path, y, fragment):
+    ds = load_dataset(_labelled(tmp_path, y))
+    with pytest.raises(DataError) as err:
+        check_labels(ds, (10,), "the model (m.keras)")
+    assert fragment in str(err.value) and err.value.hint == "fix the labels or the model"
+    check_labels(ds, (None,), "a model with a dynamic output")           # not known yet: checked from outputs
+    check_labels(load_dataset(_labelled(tmp_path, [0, 1, 2, 9, 9, 0])), (10,))
+    check_labels(load_dataset(_labelled(tmp_path, np.eye(10)[[0, 1, 2, 9, 9, 0]])), (10,))
+
+
+@pytest.mark.parametrize("y, fragment", [
+    ([0, 1, 2.5, 3, 4, 5], "labels must be integer class indices, got 2.5 at sample 2 (1 of 6 labels are not)"),
+    ([0, 1, np.nan, 3, 4, 5], "got nan at sample 2"),
+    (["a", "b", "c", "d", "e", "f"], "labels must be integer class indices, got dtype <U1"),
+    (np.array([2 ** 64 - 1] * 6, np.uint64), "is not a class index (above 2**63)"),
+    (np.full((6, 10), 0.1), "labels are 6 x 10 but not one-hot (row 0 is"),
+])
+def test_labels_that_are_no_class_index_are_refused(tmp_path, y, fragment):
+    with pytest.raises(DataError) as err:
+        load_dataset(_labelled(tmp_path, y))
+    assert fragment in str(err.value)
+
+
+def test_class_folders_beyond_the_model_outputs_are_refused(tmp_path, eval_npz):
+    _write_pngs(tmp_path, eval_npz["x"][:12], labels=list(range(12)))
+    ds = load_dataset(tmp_path)
+    with pytest.raises(DataError, match=r"\(12 class folders\) range from 0 to 11 but the model has 10 outputs"):
+        check_labels(ds, (10,))

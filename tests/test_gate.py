@@ -10,7 +10,15 @@ import pytest
 from conftest import MANIFEST
 
 from edgeprep.config.gates import Gates, Thresholds
-from edgeprep.gate import check_accuracy, check_latency, check_size, evaluate, median_ratio
+from edgeprep.gate import (
+    check_accuracy,
+    check_instructions,
+    check_latency,
+    check_size,
+    evaluate,
+    median_ratio,
+    non_finite,
+)
 
 # ---------------------------------------------------------------- pure functions
 
@@ -74,6 +82,61 @@ def test_evaluate_fails_closed():
     assert evaluate(report, report, Gates(), lat, lat)["status"] == "error"               # nothing to check
     unbenched = {"artifacts": [_entry("m.tflite", bench={"status": "error", "error": "x"})]}
     assert evaluate(unbenched, report, gates, {}, lat)["status"] == "error"
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+def test_non_finite_values_are_errors_never_passes():
+    """Every comparison with NaN is false: `lo > limit` passed NaN latencies, `drop <= limit` failed NaN accuracy.
+    Both are measurements that cannot be judged: an error (exit 2), on either side."""
+    t = Thresholds(max_latency_regression_pct=10.0)
+    good = [1.0 + 0.01 * i for i in range(20)]
+    for bad in ([NAN] * 20, [INF] * 20, good[:19] + [NAN], [good[:10], [NAN] * 10], [0.0] * 20, [-1.0] * 20,
+                [good, []], ["fast"] * 20):
+        for current, base in ((bad, good), (good, bad)):
+            [v] = check_latency("m", current, base, t)
+            assert v.status == "error" and v.value is None, (bad, v)
+    assert check_latency("m", good, good, t)[0].status == "pass"
+
+    t = Thresholds(max_accuracy_drop=1.0, min_agreement=0.9, min_sqnr_db=20.0, max_accuracy_drop_vs_baseline=1.0)
+    verdicts = check_accuracy("m", {"accuracy": NAN, "accuracy_drop": NAN, "agreement": NAN, "sqnr_db": INF},
+                              {"accuracy": 0.9}, t)
+    assert [(v.check, v.status) for v in verdicts] == [
+        ("max_accuracy_drop", "error"), ("min_agreement", "error"), ("min_sqnr_db", "error"),
+        ("max_accuracy_drop_vs_baseline", "error")]
+    assert "top-1 accuracy in this report is nan, not a finite number" in verdicts[-1].detail
+    [v] = check_accuracy("m", {"accuracy": 0.9}, {"accuracy": NAN}, Thresholds(max_accuracy_drop_vs_baseline=1.0))
+    assert v.status == "error" and "in the baseline is nan" in v.detail
+
+    t = Thresholds(max_size_bytes=1000, max_size_growth_pct=10.0)
+    assert [v.status for v in check_size("m", NAN, 1000, t)] == ["error", "error"]
+    assert [v.status for v in check_size("m", 900, INF, t)] == ["pass", "error"]
+    assert [v.status for v in check_size("m", 900, 0, t)] == ["pass", "error"]           # was ZeroDivisionError
+    t = Thresholds(max_instructions_regression_pct=5.0)
+    count = {"instructions": {"instructions_per_inference": 1000}}
+    assert check_instructions("m", {"instructions": {"instructions_per_inference": NAN}}, count, t)[0].status == "error"
+    assert check_instructions("m", count, {"instructions": {"instructions_per_inference": INF}}, t)[0].status == "error"
+
+
+def test_evaluate_judges_no_artifact_with_a_non_finite_measurement():
+    gates = Gates(max_size_growth_pct=5.0)           # no accuracy or latency threshold: still never a pass
+    ok = {"status": "ok", "runner": "litert", "threads": 1, "latency_ms": {"p50": 1.0, "p99": INF}}
+    report = {"artifacts": [_entry("m.tflite", bench=ok, metrics={"accuracy": NAN, "agreement": 0.9})]}
+    base = {"artifacts": [_entry("m.tflite")]}
+    result = evaluate(report, base, gates, {"m.tflite": [[1.0] * 10, [NAN, 1.0]]}, {})
+    assert result["status"] == "error" and result["counts"] == {"pass": 0, "fail": 0, "error": 1}
+    [v] = result["verdicts"]
+    assert v["check"] == "measurements" and v["artifact"] == "m.tflite"
+    for fragment in ("metrics.accuracy = nan in this report", "bench.latency_ms.p99 = inf in this report",
+                     "1 of 12 raw latencies NaN or infinite in this report"):
+        assert fragment in v["detail"]
+    inlined = {**ok, "latency_ms": {"p50": 1.0}, "latencies_ms": [[1.0, INF]], "process_p50_ms": [NAN, NAN]}
+    assert non_finite(_entry("m.tflite", bench=inlined)) == ["bench.process_p50_ms[] (2 values NaN or infinite)",
+                                                             "1 of 2 raw latencies NaN or infinite"]
+    assert non_finite(_entry("m.tflite", bench=ok | {"latency_ms": {"p50": 1.0}}), [[1.0, 2.0]]) == []
+    assert evaluate(report, {"artifacts": [_entry("m.tflite", metrics={"accuracy": INF})]}, gates, {}, {})[
+        "verdicts"][0]["check"] == "measurements"
 
 
 def test_gates_table_validates_the_new_thresholds():
@@ -260,3 +323,48 @@ def test_an_unusable_baseline_is_an_error_never_a_pass(scene, baseline, tmp_path
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("edgeprep: error:") and fragment in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage, artifact, fragment", [
+    ("latencies-nan", "m.int8.tflite", "600 of 600 raw latencies NaN or infinite in this report"),
+    ("latencies-inf", "m.int8.tflite", "600 of 600 raw latencies NaN or infinite in this report"),
+    ("one-latency-nan", "m.int8.tflite", "1 of 600 raw latencies NaN or infinite in this report"),
+    ("accuracy-nan", "m.int8.tflite", "metrics.accuracy = nan in this report"),
+    ("baseline-latencies-nan", "m.fp32.tflite", "600 of 600 raw latencies NaN or infinite in the baseline"),
+])
+def test_non_finite_measurements_of_a_real_run_are_an_error_never_a_pass(scene, baseline, tmp_path, capsys, damage,
+                                                                         artifact, fragment):
+    """Before: NaN or infinite latencies PASSED (exit 0), a NaN accuracy was a regression (exit 1)."""
+    run = tmp_path / "run"
+    shutil.copytree(baseline.parent / "base", run)
+    base_file = tmp_path / "baseline.json"
+    shutil.copy(baseline, base_file)
+    lat_path = run / "latencies.json"
+    lat = json.loads(lat_path.read_text())
+    if damage.startswith("latencies-"):
+        value = NAN if damage.endswith("nan") else INF
+        lat["artifacts"]["m.int8.tflite"] = [[value] * len(g) for g in lat["artifacts"]["m.int8.tflite"]]
+    elif damage == "one-latency-nan":
+        lat["artifacts"]["m.int8.tflite"][1][7] = NAN
+    elif damage == "accuracy-nan":
+        report = json.loads((run / "report.json").read_text())
+        next(a for a in report["artifacts"] if a["path"].endswith("m.int8.tflite"))["metrics"]["accuracy"] = NAN
+        (run / "report.json").write_text(json.dumps(report))           # Python's json writes (and reads) NaN
+        assert "NaN" in (run / "report.json").read_text()
+    else:
+        data = json.loads(base_file.read_text())
+        a = next(a for a in data["artifacts"] if a["path"].endswith("m.fp32.tflite"))
+        a["bench"]["latencies_ms"] = [[NAN] * len(g) for g in a["bench"]["latencies_ms"]]
+        base_file.write_text(json.dumps(data))
+    lat_path.write_text(json.dumps(lat))
+    capsys.readouterr()
+    assert gate(str(run), "--baseline", str(base_file), "--json", str(tmp_path / "g.json")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("edgeprep: error:") and err.count("\n") == 1 and "Traceback" not in err
+    assert f"first: {artifact} measurements: not finite: {fragment}" in err, err
+    assert json.loads((tmp_path / "g.json").read_text())["status"] == "error"
+    if not damage.startswith("baseline"):      # nor does it become a baseline
+        assert gate(str(run), "--baseline", str(tmp_path / "new.json"), "--update-baseline") == 2
+        err = capsys.readouterr().err
+        assert "not finite" in err and "never a baseline" in err and not (tmp_path / "new.json").exists()

@@ -19,7 +19,7 @@ from device_bench.runners.base import ArtifactError, RunnerUnavailable, Unsuppor
 from edgeprep._util import quiet
 from edgeprep.backends import Artifact
 from edgeprep.config.gates import Thresholds
-from edgeprep.data import Dataset
+from edgeprep.data import Dataset, check_labels
 from edgeprep.errors import VerificationError
 from edgeprep.models import ModelHandle
 
@@ -52,6 +52,10 @@ class Reference:
 
 
 def reference(model: ModelHandle, data: Dataset, limit: int | None = None, progress=None) -> Reference:
+    """The float model's outputs on the first ``limit`` samples of ``data``. Labels that name no output of the model
+    are refused first (and again from the outputs computed, when the model's output shape has a dynamic axis)."""
+    what = f"the model ({model.path.name})"
+    check_labels(data, model.output_shape, what)
     outs, labels = [], []
     with quiet():
         for x, y in data.batches(BATCH, limit):
@@ -59,7 +63,9 @@ def reference(model: ModelHandle, data: Dataset, limit: int | None = None, progr
             labels.append(y)
             if progress:
                 progress(len(x))
-    return Reference(np.concatenate(outs), None if labels[0] is None else np.concatenate(labels), data.source)
+    outputs = np.concatenate(outs)
+    check_labels(data, outputs.shape[1:], what)
+    return Reference(outputs, None if labels[0] is None else np.concatenate(labels), data.source)
 
 
 def run_artifact(artifact: Artifact, data: Dataset, threads: int | None, limit: int | None = None,
@@ -79,8 +85,12 @@ def check(values: dict, thresholds: Thresholds, size_bytes: int) -> list[dict]:
     """Compare measured values with thresholds. Pure: one entry per threshold that is set and measurable."""
     found = []
 
-    def add(name: str, value, limit, ok: bool) -> None:
-        found.append({"name": name, "value": value, "threshold": limit, "passed": bool(ok)})
+    def add(name: str, value, limit, ok: bool) -> None:   # a non-finite value never passes (NaN compares False)
+        try:
+            finite = bool(np.isfinite(value))
+        except TypeError:
+            finite = False
+        found.append({"name": name, "value": value, "threshold": limit, "passed": bool(ok) and finite})
 
     if thresholds.max_accuracy_drop is not None and values.get("accuracy_drop") is not None:
         add("max_accuracy_drop", values["accuracy_drop"], thresholds.max_accuracy_drop,
@@ -128,6 +138,10 @@ def verify(artifact: Artifact, ref: Reference, data: Dataset, thresholds: Thresh
     if values["accuracy"] is not None and ref.accuracy is not None:
         values["accuracy_drop"] = round(100.0 * (ref.accuracy - values["accuracy"]), 4)
     checks = check(values, thresholds, artifact.size_bytes)
+    bad = int(np.size(outputs) - np.count_nonzero(np.isfinite(outputs)))
+    if bad:      # whatever thresholds are set, an artifact that computes NaN/inf is broken
+        checks.append({"name": "finite_outputs", "value": bad, "threshold": 0, "passed": False,
+                       "detail": f"{bad} of {np.size(outputs)} output values are NaN or infinite"})
     checks += [c for f in extra_checks for c in f(artifact, outputs, ref)]
     result = {"status": "failed" if any(not c["passed"] for c in checks) else "verified", "reason": None,
               "metrics": values, "checks": checks, "executed_by": runtime}
