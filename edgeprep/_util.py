@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic writes, content hashes, and silencing toolchain chatter."""
+"""Small shared helpers: content hashes and silencing toolchain chatter (atomic writes: ``edgeprep.outputs``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import io
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -17,37 +16,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 VERBOSE = False  # set by the CLI's --debug: toolchain output then goes to the terminal
-
-
-@contextlib.contextmanager
-def atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temporary sibling path; move it onto ``final`` only when the block completes.
-
-    Works for files and directories (SavedModel, .mlpackage, run directories). On any exception the temporary is
-    removed, so a failed step never leaves a half-written artifact under the final name.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    target = tmp / final.name  # inside the temp dir, keeping the real file name (some tools check suffixes)
-    try:
-        yield target
-        if not target.exists():
-            raise FileNotFoundError(f"internal: {target} was not written")
-        replace(target, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def replace(src: Path, dst: Path) -> None:
-    """Move ``src`` onto ``dst``, replacing a file or a whole directory tree."""
-    if dst.is_dir() and not dst.is_symlink():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
 
 
 def files_of(path: Path) -> list[Path]:

@@ -1,12 +1,18 @@
 """The ``edgeprep`` command line: thin click commands over the stage functions.
 
 Errors the user can fix (``EdgeprepError``) print one line and exit with code 2; ``--debug`` adds the traceback
-and the toolchains' own output. Any other exception is a bug: it is shown with its traceback (exit code 3).
-Exit code 1 means the command ran but an artifact failed a check (a regression or a broken artifact).
+and the toolchains' own output. A full disk, a read-only file system or a permission refused while writing is
+such an error too (exit code 2, naming the path). Any other exception is a bug: it is shown with its traceback
+(exit code 3). Exit code 1 means the command ran but an artifact failed a check (a regression or a broken
+artifact). Ctrl-C (SIGINT), SIGTERM and SIGHUP stop the command the same way: temporary files are removed, every
+benchmark process edgeprep started is stopped, and the exit code is 128 + the signal number (130, 143, 129).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import signal
 import sys
 import traceback
 
@@ -55,16 +61,94 @@ def _register() -> None:
 _register()
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread so that every ``finally`` (staging cleanup) runs as for
+    Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, _frame):
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def _signals_interrupt():
+    """SIGTERM (how CI systems cancel a job) and SIGHUP behave like Ctrl-C while the command runs."""
+    saved = {}
+    try:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            saved[sig] = signal.signal(sig, _raise_interrupted)
+    except ValueError:          # not the main thread (an embedding application): leave its handlers alone
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _stop_children() -> None:
+    """Stop every benchmark process group edgeprep started (local, emulated and ssh transports)."""
+    from device_bench.transports.base import stop_all
+
+    stop_all()
+
+
+def _accept_children() -> None:
+    from device_bench.transports.base import accept_new
+
+    accept_new()
+
+
+# OS errors that mean "this location cannot take the output", with the words a user searches for.
+_NO_SPACE = ("No space left on device", "Disk quota exceeded", "Read-only file system")
+
+
+def _os_error(exc: BaseException) -> EdgeprepError | None:
+    """A full disk, a read-only file system or a refused permission anywhere in the exception's chain (toolchains
+    wrap them in their own types) as one user-facing error; None for anything else."""
+    from edgeprep.outputs import OUTPUT_ERRNOS, OutputError, output_error
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in OUTPUT_ERRNOS:
+            return output_error(exc)
+        text = str(exc)
+        for words in _NO_SPACE:
+            if words in text:
+                code = errno.EROFS if words.startswith("Read-only") else errno.ENOSPC
+                return OutputError(f"a toolchain could not write its output: {words}",
+                                   output_error(OSError(code, words)).hint
+                                   + " (or set TMPDIR to a roomier place for temporary files)")
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the click group and turns errors into one line and an exit code."""
     try:
-        rv = cli.main(args=argv, prog_name="edgeprep", standalone_mode=False)
+        with _signals_interrupt():
+            try:
+                rv = cli.main(args=argv, prog_name="edgeprep", standalone_mode=False)
+            except BaseException:
+                _stop_children()      # nothing edgeprep started outlives the command
+                raise
+            finally:
+                _accept_children()    # (fan_out has waited for its lanes): a later command may start processes
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return EXIT_ERROR if exc.exit_code == 2 else exc.exit_code
-    except (click.Abort, KeyboardInterrupt):
+    except (click.Abort, KeyboardInterrupt) as exc:
+        cause = exc if isinstance(exc, Interrupted) else exc.__cause__   # click turns it into Abort
+        if isinstance(cause, Interrupted):
+            click.echo(f"edgeprep: stopped by {signal.Signals(cause.signum).name}", err=True)
+            return 128 + cause.signum
         click.echo("edgeprep: interrupted", err=True)
         return 130
     except EdgeprepError as exc:
@@ -72,7 +156,13 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         click.echo(f"edgeprep: error: {exc}", err=True)
         return exc.exit_code
-    except Exception:  # a bug in edgeprep: show everything
+    except Exception as exc:  # a bug in edgeprep: show everything -- unless the disk is full or read-only
+        known = _os_error(exc)
+        if known is not None:
+            if _util.VERBOSE:
+                traceback.print_exc()
+            click.echo(f"edgeprep: error: {known}", err=True)
+            return known.exit_code
         traceback.print_exc()
         click.echo("edgeprep: internal error (this is a bug; please report it with the traceback above)", err=True)
         return EXIT_BUG

@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from edgeprep._util import atomic_path, replace
 from edgeprep.backends import Artifact, get_backend
-from edgeprep.data import DataSpec, check_fits, describe, load_data, scaling_warnings
+from edgeprep.config.quantize import few_samples_warning
+from edgeprep.data import DataSpec, check_fits, check_labels, describe, load_data, read_warnings, scaling_warnings
 from edgeprep.errors import DataError
 from edgeprep.models import ModelHandle, check_model_path, load_model
+from edgeprep.outputs import run_dir_out, staged_dir
 from edgeprep.progress import Reporter
 from edgeprep.report import artifact_entry, build_report, target_entry
 from edgeprep.report.write import write_all
@@ -89,11 +89,11 @@ def load_inputs(model_path: str | Path, data_path: str | Path | None, target: Ta
         return model, None
     data = load_data(data_path, preprocess_layers=((target.preprocess if target else None),),
                      cli_preprocess=cli_preprocess, calibration=calibration_path)
-    check_fits(data.evaluation, model.input_shape, f"the model ({model.path.name})")
-    if not data.shared:
-        check_fits(data.calibration, model.input_shape, f"the model ({model.path.name})")
+    what = f"the model ({model.path.name})"
     for ds in (data.evaluation,) if data.shared else (data.calibration, data.evaluation):
-        for warning in scaling_warnings(ds):
+        check_fits(ds, model.input_shape, what)
+        check_labels(ds, model.output_shape, what)       # before any work, not after the conversions
+        for warning in read_warnings(ds) + scaling_warnings(ds):
             reporter.warn(warning)
     return model, data
 
@@ -115,6 +115,13 @@ def calibrate_and_fold(ctx: RunContext, model: ModelHandle) -> tuple[ModelHandle
 def convert_all(ctx: RunContext, model: ModelHandle) -> list[Artifact]:
     """Every (format, precision) the target asks for, converted from ``model`` into the run directory."""
     artifacts = []
+    calibrated = [f for f, p in ctx.target.plan() if p == "int8" and get_backend(f).needs_calibration]
+    if calibrated and ctx.data is not None:
+        calib = ctx.data.calibration
+        warning = few_samples_warning(min(ctx.target.quantize.calibration_samples, calib.count), calib.count,
+                                      calib.source)
+        if warning:
+            ctx.reporter.warn(warning)
     with ctx.timed("convert"):
         for fmt, precision in ctx.target.plan():
             name = get_backend(fmt).artifact_name(model.name, precision)
@@ -163,8 +170,8 @@ def write(ctx: RunContext, entries: list[dict], ref: Reference | None) -> dict:
                                          "evaluation": describe(data.evaluation), "manifest": data.manifest},
         reference=ref.describe() if ref else None, stages=ctx.stages, extra=ctx.sections)
     shutil.rmtree(ctx.staging / ".work", ignore_errors=True)
-    with atomic_path(ctx.staging / "target.toml") as tmp:
-        tmp.write_text(f"# resolved profile used for this run (from {ctx.target.source})\n" + ctx.target.to_toml())
+    (ctx.staging / "target.toml").write_text(f"# resolved profile used for this run (from {ctx.target.source})\n"
+                                             + ctx.target.to_toml())
     write_all(report, ctx.staging)
     return report
 
@@ -176,17 +183,15 @@ def run(model_path: str | Path, target: TargetProfile, data_path: str | Path | N
     ``bench=False`` leaves the benchmarks to the caller (a fleet benchmarks its devices in parallel)."""
     reporter = reporter or Reporter(quiet=True)
     check_model_path(model_path)
+    out_dir = run_dir_out(out_dir or default_out_dir(model_path, target))
     if data_path is None:
-        needs = [f"{f} {p}" for f, p in target.plan() if p == "int8" and f != "coreml"]
+        needs = [f"{f} {p}" for f, p in target.plan() if p == "int8" and get_backend(f).needs_calibration]
         if needs:
             raise DataError(f"target '{target.name}' asks for {', '.join(needs)}, which needs calibration data",
                             "pass --data (a manifest, .npz, .npy or image folder)")
     model, data = load_inputs(model_path, data_path, target, calibration_path=calibration_path,
                               cli_preprocess=cli_preprocess, reporter=reporter)
-    out_dir = Path(out_dir or default_out_dir(model_path, target)).resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with staged_dir(out_dir) as staging:
         ctx = RunContext(target, model, data, staging, reporter)
         reference_model, to_convert = calibrate_and_fold(ctx, model)
         artifacts = convert_all(ctx, to_convert)
@@ -197,7 +202,4 @@ def run(model_path: str | Path, target: TargetProfile, data_path: str | Path | N
         if bench:
             bench_all(ctx, artifacts, entries, ref)
         report = write(ctx, entries, ref)
-        replace(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return RunResult(out_dir, report, ref)

@@ -98,13 +98,42 @@ def parse(done: Completed, job: Job, timeout: float) -> dict:
         raise BenchFailed("crash", f"{label}: the benchmark process printed no JSON result") from None
 
 
+# Every benchmark process group running now, so that an interrupted caller (Ctrl-C, SIGTERM) can stop them all,
+# including those that worker threads are waiting on.
+_LIVE: set = set()
+_LIVE_LOCK = threading.Lock()
+_STOPPED = threading.Event()     # set by stop_all(): no new benchmark process starts until accept_new()
+
+
+def accept_new() -> None:
+    """Allow ``run_process`` to start processes again (a command starting afresh in the same interpreter)."""
+    _STOPPED.clear()
+
+
+def stop_all() -> int:
+    """Kill every benchmark process group started by ``run_process`` that is still running, and refuse to start
+    new ones (worker threads would otherwise go on to their next benchmark); returns how many were running."""
+    _STOPPED.set()
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for proc in live:
+        if proc.poll() is None:
+            kill_group(proc)
+    return len(live)
+
+
 def run_process(cmd: Sequence[str], timeout: float, env: dict | None = None, stdin: bytes | None = None) -> Completed:
     """Run ``cmd`` (an argument list, never a shell string) in its own process group, feeding ``stdin`` without
     closing it until the process ends (a remote side reads that end-of-file as "the client is gone"); at
-    ``timeout`` the whole group is killed and ``returncode`` is None."""
+    ``timeout`` the whole group is killed and ``returncode`` is None. An exception in the caller while waiting
+    (KeyboardInterrupt, SystemExit) kills the group too: no benchmark outlives the process that started it."""
     start = time.perf_counter()
-    proc = subprocess.Popen(list(cmd), stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    with _LIVE_LOCK:
+        if _STOPPED.is_set():
+            raise BenchFailed("error", "interrupted: no new benchmark process is started")
+        proc = subprocess.Popen(list(cmd), stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+        _LIVE.add(proc)
     chunks: dict[str, list[bytes]] = {"out": [], "err": []}
 
     def drain(stream, key: str) -> None:
@@ -130,7 +159,13 @@ def run_process(cmd: Sequence[str], timeout: float, env: dict | None = None, std
         kill_group(proc)
         proc.wait()
         code = None
+    except BaseException:
+        kill_group(proc)
+        proc.wait()
+        raise
     finally:
+        with _LIVE_LOCK:
+            _LIVE.discard(proc)
         if proc.stdin:
             try:
                 proc.stdin.close()

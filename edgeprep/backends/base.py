@@ -66,6 +66,7 @@ class Backend:
     precisions: tuple[str, ...] = PRECISIONS
     model_kinds: tuple[str, ...] = ("keras", "savedmodel")
     options_type: type = object
+    needs_calibration = True                     # int8 needs calibration data (Core ML's int8 is weights only)
 
     def artifact_name(self, stem: str, precision: str) -> str:
         return f"{stem}.{precision}{self.suffix}"
@@ -89,6 +90,10 @@ class Backend:
     def companion_files(self, path: Path) -> list[Path]:
         """Files that belong to the artifact besides ``path`` itself (OpenVINO's .bin)."""
         return []
+
+    def recognizes(self, path: Path) -> bool:
+        """Whether ``path`` holds an artifact of this format, judged by its content (not its name)."""
+        raise NotImplementedError
 
     def inspect(self, path: Path) -> dict:
         """Inputs, outputs and op counts read back from the written artifact."""

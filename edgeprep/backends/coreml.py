@@ -33,10 +33,27 @@ def _source(model: ModelHandle, input_name: str):
     return [tf.function(lambda x: model.obj(x, training=False)).get_concrete_function(spec)]
 
 
+def is_mlpackage(path: Path) -> bool:
+    import json
+
+    manifest = Path(path) / "Manifest.json"
+    if Path(path).is_symlink() or not manifest.is_file():
+        return False
+    try:
+        return "itemInfoEntries" in json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return False
+
+
 @register("coreml")
 class CoreMLBackend(Backend):
     suffix = ".mlpackage"
+    needs_calibration = False
     options_type = CoreMLOptions
+
+    def recognizes(self, path: Path) -> bool:
+        """A Core ML package: a directory whose Manifest.json lists its items (``itemInfoEntries``)."""
+        return is_mlpackage(path)
 
     def convert(self, model: ModelHandle, request: ConvertRequest, out: Path) -> ConvertResult:
         import coremltools as ct

@@ -32,6 +32,17 @@ def to_ov_model(model: ModelHandle, workdir: Path):
                               "check the model uses ops OpenVINO supports") from None
 
 
+def is_openvino_ir(path: Path) -> bool:
+    import re
+
+    path = Path(path)
+    if not path.is_file() or path.is_symlink():
+        return False
+    with open(path, "rb") as f:
+        head = f.read(1024)
+    return re.match(rb"\s*(<\?xml[^>]*\?>\s*)?(<!--.*?-->\s*)*<net[\s>]", head, re.S) is not None
+
+
 @register("openvino")
 class OpenVINOBackend(Backend):
     suffix = ".xml"
@@ -53,6 +64,10 @@ class OpenVINOBackend(Backend):
 
     def companion_files(self, path: Path) -> list[Path]:
         return [path.with_suffix(".bin")]
+
+    def recognizes(self, path: Path) -> bool:
+        """OpenVINO IR: an XML file whose root element is ``<net ...>``."""
+        return is_openvino_ir(path)
 
     def inspect(self, path: Path) -> dict:
         import openvino as ov

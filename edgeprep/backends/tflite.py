@@ -24,10 +24,22 @@ def representative(request: ConvertRequest):
     return gen
 
 
+def is_tflite(path: Path) -> bool:
+    path = Path(path)
+    if not path.is_file() or path.is_symlink():
+        return False
+    with open(path, "rb") as f:
+        return f.read(8)[4:8] == b"TFL3"
+
+
 @register("tflite")
 class TFLiteBackend(Backend):
     suffix = ".tflite"
     options_type = TFLiteOptions
+
+    def recognizes(self, path: Path) -> bool:
+        """A TFLite flatbuffer: the file identifier ``TFL3`` at bytes 4-8."""
+        return is_tflite(path)
 
     def convert(self, model: ModelHandle, request: ConvertRequest, out: Path) -> ConvertResult:
         import tensorflow as tf

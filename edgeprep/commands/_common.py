@@ -105,22 +105,51 @@ def print_table(report: dict) -> None:
             console.print(f"[red]{escape(t['name'])}:[/red] {escape(t['error'])}")
 
 
+def keras_model_out(out, default_name: str, command: str):
+    """Where ``fold``/``calibrate`` write their model, checked before any work: a directory (or a path ending in
+    ``/``) gets ``default_name`` inside it, a missing ``.keras`` suffix is added (Keras saves only .keras). An
+    existing model there is replaced only when edgeprep wrote it: its ``<name>.report.json`` beside it says so."""
+    from pathlib import Path
+
+    from edgeprep.outputs import REPORT_KINDS, check_replaceable, check_writable_dir
+
+    path = Path(out) if out is not None else Path(default_name)
+    if out is not None and (str(out).endswith("/") or path.is_dir()):
+        path = path / default_name
+    elif path.suffix != ".keras":
+        path = path.with_name(path.name + ".keras")
+    report = path.with_suffix(".report.json")
+
+    def ours(p: Path) -> bool:
+        import json
+
+        try:
+            return json.loads(report.read_text()).get("command") in ("fold", "calibrate")
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    check_replaceable(path, ours, f"a model written by edgeprep {command}")
+    check_replaceable(report, REPORT_KINDS["json"], "an edgeprep report")
+    check_writable_dir(path.absolute().parent)
+    return path
+
+
 def write_json_report(command: str, handle, out, sections: dict, data: dict | None = None):
     """A schema-validated report without artifacts (``calibrate``, ``fold``) at ``<out without suffix>.report.json``,
     written atomically; returns its path."""
     import json
     from pathlib import Path
 
-    from edgeprep._util import atomic_path
+    from edgeprep.outputs import REPORT_KINDS, atomic_path
     from edgeprep.report import build_report, validate
 
     report = build_report(command=command, model=handle.describe(), artifacts=[], data=data, extra=sections)
     validate(report)
     path = Path(out).with_suffix(".report.json")
-    with atomic_path(path) as tmp:
+    with atomic_path(path, REPORT_KINDS["json"]) as tmp:
         tmp.write_text(json.dumps(report, indent=2) + "\n")
     return path
 
 
 __all__ = ["EXIT_OK", "EXIT_FAILED_CHECK", "EXIT_ERROR", "EXIT_BUG", "collect_preprocess",
-           "preprocess_options", "print_table", "make_reporter", "write_json_report"]
+           "preprocess_options", "print_table", "make_reporter", "keras_model_out", "write_json_report"]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -48,7 +46,8 @@ from edgeprep.commands._common import (
 @click.option("--samples", type=click.IntRange(min=1), help="Evaluate on the first N samples of --data only.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), metavar="DIR", default=Path("runs/bench"),
               show_default=True, help="Report directory: report.json, latencies.json, summary.md, report.html, "
-                                      "junit.xml. Replaced only when every benchmark has run.")
+                                      "junit.xml. New, empty or an earlier edgeprep run directory (replaced "
+                                      "only when every benchmark has run); anything else is refused.")
 @click.option("--history", "history_path", type=click.Path(path_type=Path), metavar="PATH",
               help="SQLite run history to record this run in (default: $EDGEPREP_HISTORY or "
                    ".edgeprep/history.sqlite).")
@@ -71,8 +70,8 @@ def bench(ctx: click.Context, artifacts: tuple[Path, ...], target_name: str | No
     still reported) or a [gates] threshold failed.
     """
     from edgeprep import history
-    from edgeprep._util import replace
     from edgeprep.errors import InputError
+    from edgeprep.outputs import run_dir_out, staged_dir
     from edgeprep.targets import load_target
 
     if target_name and targets_csv:
@@ -84,10 +83,8 @@ def bench(ctx: click.Context, artifacts: tuple[Path, ...], target_name: str | No
                                    "threads": threads, "timeout_seconds": timeout,
                                    "instructions": instructions}.items() if v is not None}
     inputs = _Inputs(artifacts, data, model, collect_preprocess(kw), samples)
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    out = run_dir_out(out)
+    with staged_dir(out) as staging:
         if targets_csv:
             from edgeprep.devices.fleet import parse_targets
 
@@ -98,9 +95,6 @@ def bench(ctx: click.Context, artifacts: tuple[Path, ...], target_name: str | No
             _check_device(plan, reporter)
             report = _execute(plan, inputs, staging, reporter)
             reports = [("", report)]
-        replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     print_table(report)
     if not no_history:
         where = None
@@ -229,7 +223,7 @@ def _prepare_data(data, model, arts, target, cli_preprocess, samples, staging, r
     """Preprocess the evaluation data once into an .npz the benchmark processes read (x, y, ref)."""
     import numpy as np
 
-    from edgeprep.data import check_fits, describe, load_data
+    from edgeprep.data import check_fits, check_labels, describe, load_data, read_warnings
     from edgeprep.pipeline import load_inputs
 
     if data is None:
@@ -242,10 +236,15 @@ def _prepare_data(data, model, arts, target, cli_preprocess, samples, staging, r
         handle, spec = None, load_data(data, preprocess_layers=((target.preprocess if target else None),),
                                        cli_preprocess=cli_preprocess)
     evaluation = spec.evaluation
+    for warning in read_warnings(evaluation) if model is None else ():    # load_inputs warned already
+        reporter.warn(warning)
     for art in arts:
         shape = art.inspection.get("inputs", [{}])[0].get("shape") or []
         if len(shape) > 1:
             check_fits(evaluation, tuple(None if d == -1 else d for d in shape[1:]), f"{art.path.name}")
+        out_shape = (art.inspection.get("outputs") or [{}])[0].get("shape") or []
+        if len(out_shape) > 1:      # labels the artifact's outputs cannot name would be silent misses
+            check_labels(evaluation, tuple(None if d == -1 else d for d in out_shape[1:]), f"{art.path.name}")
     n = min(evaluation.count, samples or evaluation.count)
     x, y = evaluation.arrays(n)
     arrays = {"x": x.astype(np.float32)}

@@ -10,6 +10,7 @@ from edgeprep.commands._common import (
     EXIT_FAILED_CHECK,
     EXIT_OK,
     collect_preprocess,
+    keras_model_out,
     make_reporter,
     preprocess_options,
     write_json_report,
@@ -21,7 +22,7 @@ from edgeprep.commands._common import (
 @click.option("-d", "--data", type=click.Path(path_type=Path), required=True, metavar="PATH",
               help="Calibration data (manifest, .npz, .npy or image folder). Labels (a manifest's evaluation set, "
                    "or the data's own) add top-1 accuracy before and after.")
-@click.option("-o", "--out", type=click.Path(path_type=Path), metavar="PATH",
+@click.option("-o", "--out", type=click.Path(), metavar="PATH",   # str: keeps a trailing "/" (a folder)
               help="Recalibrated model (default: <model>.calibrated.keras here); the telemetry report is written "
                    "beside it as <name>.report.json.")
 @click.option("-t", "--target", "target_name", metavar="NAME_OR_PATH",
@@ -33,7 +34,7 @@ from edgeprep.commands._common import (
 @click.option("--samples", type=click.IntRange(min=1), help="Use the first N calibration samples (default: all).")
 @preprocess_options
 @click.pass_context
-def calibrate(ctx: click.Context, model: Path, data: Path, out: Path | None, target_name: str | None,
+def calibrate(ctx: click.Context, model: Path, data: Path, out: str | None, target_name: str | None,
               method: str | None, momentum: float | None, batch_size: int | None, samples: int | None, **kw) -> int:
     """Re-estimate the BatchNorm moving mean and variance of MODEL from calibration data.
 
@@ -44,9 +45,10 @@ def calibrate(ctx: click.Context, model: Path, data: Path, out: Path | None, tar
     """
     from dataclasses import replace
 
-    from edgeprep._util import atomic_path, quiet
+    from edgeprep._util import quiet
     from edgeprep.config.calibrate import CalibrateConfig
     from edgeprep.data import describe
+    from edgeprep.outputs import atomic_path
     from edgeprep.pipeline import load_inputs
     from edgeprep.stages.bn_graph import bn_layers, require_keras
     from edgeprep.stages.calibrate import calibrate as calibrate_stage
@@ -59,6 +61,7 @@ def calibrate(ctx: click.Context, model: Path, data: Path, out: Path | None, tar
                                    "samples": samples}.items() if v is not None}
     config = replace(config, **overrides)
     reporter = make_reporter(ctx)
+    out = keras_model_out(out, f"{model.stem if model.suffix else model.name}.calibrated.keras", "calibrate")
     handle, spec = load_inputs(model, data, target, cli_preprocess=collect_preprocess(kw), reporter=reporter)
     require_keras(handle, "calibrate")
     layers = len(bn_layers(handle.obj))
@@ -72,10 +75,9 @@ def calibrate(ctx: click.Context, model: Path, data: Path, out: Path | None, tar
                                  progress=advance, warn=reporter.warn)
     telemetry = result.telemetry
     print_telemetry(telemetry)
-    out = Path(out or f"{handle.name}.calibrated.keras")
     with quiet():
         copy_statistics(result.model, handle.obj)   # saved in the dtype policy the model was trained with
-        with atomic_path(out) as tmp:
+        with atomic_path(out, lambda _p: True) as tmp:    # keras_model_out checked what stands there
             handle.obj.save(tmp)
     report = write_json_report("calibrate", handle, out, {"calibration": telemetry.to_dict()},
                                data={"calibration": describe(spec.calibration),

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import click
 
-from edgeprep.commands._common import EXIT_OK, collect_preprocess, make_reporter, preprocess_options
+from edgeprep.commands._common import (
+    EXIT_OK,
+    collect_preprocess,
+    make_reporter,
+    preprocess_options,
+)
 from edgeprep.errors import InputError
 
 
@@ -20,17 +25,21 @@ from edgeprep.errors import InputError
               help="Calibration data for int8 (manifest, .npz, .npy or image folder).")
 @click.option("-t", "--target", "target_name", metavar="NAME_OR_PATH",
               help="Take format options, preprocessing and calibration size from this target profile.")
-@click.option("-o", "--out", type=click.Path(path_type=Path), metavar="PATH",
-              help="Output file (default: <model>.<precision>.<ext> in the current directory).")
+@click.option("-o", "--out", type=click.Path(), metavar="PATH",   # str: keeps a trailing "/" (a folder)
+              help="Output file (default: <model>.<precision>.<ext> here). A directory, or a path ending in '/', "
+                   "gets that default name inside it; a missing format suffix is added. Only an artifact of the "
+                   "same format is ever replaced.")
 @click.option("--calib-samples", type=click.IntRange(min=1), help="Calibration samples for int8 (default 500).")
 @preprocess_options
 @click.pass_context
 def convert(ctx: click.Context, model: Path, fmt: str, precision: str, data: Path | None, target_name: str | None,
-            out: Path | None, calib_samples: int | None, **kw) -> int:
+            out: str | None, calib_samples: int | None, **kw) -> int:
     """Convert MODEL to one deployment format and precision."""
     from edgeprep.backends import get_backend
-    from edgeprep.data import check_fits, load_data
+    from edgeprep.config.quantize import few_samples_warning
+    from edgeprep.data import check_fits, load_data, read_warnings
     from edgeprep.models import check_model_path, load_model
+    from edgeprep.stages.convert import artifact_out
     from edgeprep.stages.convert import convert as convert_stage
     from edgeprep.targets import load_target
 
@@ -38,8 +47,11 @@ def convert(ctx: click.Context, model: Path, fmt: str, precision: str, data: Pat
     backend = get_backend(fmt)
     reporter = make_reporter(ctx)
     check_model_path(model)
-    if data is None and precision == "int8" and fmt != "coreml":
+    if data is None and precision == "int8" and backend.needs_calibration:
         raise InputError(f"{fmt} int8 needs calibration data", "pass --data with representative samples")
+    out, note = artifact_out(out, fmt, model.stem if model.suffix else model.name, precision)
+    if note:
+        reporter.info(note)
     with reporter.step(f"Loading {model}"):
         handle = load_model(model)
     backend.check(handle, precision)
@@ -49,9 +61,14 @@ def convert(ctx: click.Context, model: Path, fmt: str, precision: str, data: Pat
                          cli_preprocess=collect_preprocess(kw))
         calibration = spec.calibration
         check_fits(calibration, handle.input_shape, f"the model ({handle.path.name})")
+        for warning in read_warnings(calibration):
+            reporter.warn(warning)
     options = target.options_for(fmt) if target else backend.options_type()
     samples = calib_samples or (target.quantize.calibration_samples if target else 500)
-    out = out or Path(backend.artifact_name(handle.name, precision))
+    if precision == "int8" and calibration is not None:
+        warning = few_samples_warning(min(samples, calibration.count), calibration.count, calibration.source)
+        if warning:
+            reporter.warn(warning)
     with reporter.step(f"Converting to {fmt} {precision}"):
         art = convert_stage(handle, fmt, precision, options, out, calibration=calibration,
                             calibration_samples=samples)

@@ -6,12 +6,19 @@ from pathlib import Path
 
 import click
 
-from edgeprep.commands._common import EXIT_OK, collect_preprocess, make_reporter, preprocess_options, write_json_report
+from edgeprep.commands._common import (
+    EXIT_OK,
+    collect_preprocess,
+    keras_model_out,
+    make_reporter,
+    preprocess_options,
+    write_json_report,
+)
 
 
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("-o", "--out", type=click.Path(path_type=Path), metavar="PATH",
+@click.option("-o", "--out", type=click.Path(), metavar="PATH",   # str: keeps a trailing "/" (a folder)
               help="Folded model (default: <model>.folded.keras here); a report is written beside it as "
                    "<name>.report.json.")
 @click.option("-d", "--data", type=click.Path(path_type=Path), metavar="PATH",
@@ -23,7 +30,7 @@ from edgeprep.commands._common import EXIT_OK, collect_preprocess, make_reporter
               help="Refuse the fold when max |folded - unfolded| / max |unfolded| exceeds this.")
 @preprocess_options
 @click.pass_context
-def fold(ctx: click.Context, model: Path, out: Path | None, data: Path | None, target_name: str | None,
+def fold(ctx: click.Context, model: Path, out: str | None, data: Path | None, target_name: str | None,
          samples: int, max_rel_error: float, **kw) -> int:
     """Fold the BatchNorm layers of MODEL into the Conv/Dense layers around them.
 
@@ -33,7 +40,8 @@ def fold(ctx: click.Context, model: Path, out: Path | None, data: Path | None, t
     and listed with the reason. The folded model must match the unfolded one within --max-rel-error (fp32);
     otherwise the fold is refused (exit code 1) and nothing is written. No BN: "nothing to fold", exit code 0.
     """
-    from edgeprep._util import atomic_path, quiet
+    from edgeprep._util import quiet
+    from edgeprep.outputs import atomic_path
     from edgeprep.pipeline import load_inputs
     from edgeprep.stages.bn_graph import require_keras
     from edgeprep.stages.fold import FoldConfig, fold_bn
@@ -41,6 +49,7 @@ def fold(ctx: click.Context, model: Path, out: Path | None, data: Path | None, t
 
     target = load_target(target_name) if target_name else None
     reporter = make_reporter(ctx)
+    out = keras_model_out(out, f"{model.stem if model.suffix else model.name}.folded.keras", "fold")
     handle, spec = load_inputs(model, data, target, cli_preprocess=collect_preprocess(kw), reporter=reporter)
     require_keras(handle, "fold")
     with reporter.step("Folding BatchNorm"):
@@ -52,8 +61,7 @@ def fold(ctx: click.Context, model: Path, out: Path | None, data: Path | None, t
         return EXIT_OK
     result.raise_if_refused()
     _print_fold(rep)
-    out = Path(out or f"{handle.name}.folded.keras")
-    with quiet(), atomic_path(out) as tmp:
+    with quiet(), atomic_path(out, lambda _p: True) as tmp:    # keras_model_out checked what stands there
         result.model.save(tmp)
     report = write_json_report("fold", handle, out, {"fold": rep.to_dict()})
     click.echo(f"model: {out}\nreport: {report}")

@@ -48,11 +48,11 @@ def gate(report_path: Path, baseline: Path | None, baseline_ref: str | None, tar
     judge (a metric is missing, the baseline is unreadable or of another schema version) — never a pass.
     """
     from edgeprep import history
-    from edgeprep._util import atomic_path
     from edgeprep.config import from_mapping
     from edgeprep.config.gates import Gates
     from edgeprep.errors import InputError
-    from edgeprep.gate import evaluate, to_markdown
+    from edgeprep.gate import evaluate, require_finite, to_markdown
+    from edgeprep.outputs import REPORT_KINDS, OutputError, atomic_path, report_file_out
     from edgeprep.report import load_report, validate
     from edgeprep.report.markdown import markdown_summary
     from edgeprep.stages.bench import read_latencies, with_latencies
@@ -63,6 +63,14 @@ def gate(report_path: Path, baseline: Path | None, baseline_ref: str | None, tar
                          "see 'edgeprep gate --help'")
     if update_baseline and baseline is None:
         raise InputError("--update-baseline needs --baseline PATH", "name the file to write")
+    if update_baseline and baseline.is_dir():
+        raise OutputError(f"--baseline {baseline} is a directory; --update-baseline writes a baseline file",
+                          f"give a file path, e.g. {baseline.with_name(baseline.name + '.baseline.json')}")
+    for option, path, kind in (("--markdown", markdown, "markdown"), ("--junit", junit, "junit"),
+                               ("--html", html, "html"), ("--json", json_path, "json"),
+                               ("--baseline", baseline if update_baseline else None, "json")):
+        if path is not None:
+            report_file_out(path, kind, option)   # before any work: never a directory, never someone else's file
     report = load_report(report_path)
     directory = report_path if report_path.is_dir() else report_path.parent
     if report.get("fleet"):
@@ -82,6 +90,7 @@ def gate(report_path: Path, baseline: Path | None, baseline_ref: str | None, tar
         base = history.find(baseline_ref, history_path, target_meta.get("name"))
         base_dir = Path(".")
     elif not baseline.exists() and update_baseline:
+        require_finite(report, latencies, str(report_path))     # never a NaN baseline
         _write_baseline(with_latencies(report, directory), baseline, validate, atomic_path)
         click.echo(f"no baseline yet: wrote {baseline} from {report_path}")
         return EXIT_OK
@@ -96,12 +105,12 @@ def gate(report_path: Path, baseline: Path | None, baseline_ref: str | None, tar
     result["baseline"] = str(baseline) if baseline is not None else f"history:{baseline_ref}"
     _print(result)
     if markdown:
-        with atomic_path(markdown) as tmp:
+        with atomic_path(markdown, REPORT_KINDS["markdown"]) as tmp:
             tmp.write_text(markdown_summary(report) + "\n" + to_markdown(result))
     if junit:
         from edgeprep.report.junit import junit_xml
 
-        with atomic_path(junit) as tmp:
+        with atomic_path(junit, REPORT_KINDS["junit"]) as tmp:
             tmp.write_text(junit_xml(report, result))
     if html:
         from edgeprep.report.html import html_report
@@ -110,10 +119,10 @@ def gate(report_path: Path, baseline: Path | None, baseline_ref: str | None, tar
             trend = history.trend(history_path, target_meta.get("name"))
         except InputError:      # no readable history: the report still gets its other plots
             trend = []
-        with atomic_path(html) as tmp:
+        with atomic_path(html, REPORT_KINDS["html"]) as tmp:
             tmp.write_text(html_report(report, directory, baseline=base, gate=result, trend=trend))
     if json_path:
-        with atomic_path(json_path) as tmp:
+        with atomic_path(json_path, REPORT_KINDS["json"]) as tmp:
             tmp.write_text(json.dumps(result, indent=2) + "\n")
     if result["status"] == "error":
         first = next(v for v in result["verdicts"] if v["status"] == "error")
@@ -130,7 +139,9 @@ def gate(report_path: Path, baseline: Path | None, baseline_ref: str | None, tar
 
 def _write_baseline(report: dict, path: Path, validate, atomic_path) -> None:
     validate(report)
-    with atomic_path(path) as tmp:
+    from edgeprep.outputs import REPORT_KINDS
+
+    with atomic_path(path, REPORT_KINDS["json"]) as tmp:
         tmp.write_text(json.dumps(report, indent=1) + "\n")
 
 

@@ -27,7 +27,8 @@ from edgeprep.commands._common import (
 @click.option("-t", "--target", "target_name", default="litert-cpu", show_default=True, metavar="NAME_OR_PATH",
               help="Target profile: its formats get int8 artifacts; [quantize] and [gates.int8] apply.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), metavar="DIR",
-              help="Output directory (default: runs/<model>-<target>-<method>/).")
+              help="Run directory (default: runs/<model>-<target>-<method>/): new, empty, or an earlier edgeprep "
+                   "run directory (replaced when complete). Anything else is refused.")
 @click.option("--labels", is_flag=True, help="QAT: train on the data's labels (an error if it has none).")
 @click.option("--distill", is_flag=True, help="QAT: train by distillation from the float model even when the "
               "data has labels (the default without labels).")

@@ -30,7 +30,8 @@ from edgeprep.commands._common import (
 @click.option("--calib-data", type=click.Path(path_type=Path), metavar="PATH",
               help="Separate calibration data (default: the manifest's, or --data itself).")
 @click.option("-o", "--out", type=click.Path(path_type=Path), metavar="DIR",
-              help="Run directory (default: runs/<model>-<target>/). Replaced only when the run completes.")
+              help="Run directory (default: runs/<model>-<target>/): new, empty, or an earlier edgeprep run "
+                   "directory, which is replaced only when the run completes. Anything else is refused.")
 @preprocess_options
 @click.pass_context
 def run(ctx: click.Context, model: Path, target_name: str | None, targets_csv: str | None, data: Path | None,
@@ -45,6 +46,8 @@ def run(ctx: click.Context, model: Path, target_name: str | None, targets_csv: s
     """
     from edgeprep.errors import InputError
     from edgeprep.history import try_record
+    from edgeprep.outputs import run_dir_out
+    from edgeprep.pipeline import default_out_dir
     from edgeprep.pipeline import run as run_pipeline
     from edgeprep.targets import load_target
 
@@ -64,6 +67,7 @@ def run(ctx: click.Context, model: Path, target_name: str | None, targets_csv: s
         click.echo(f"report: {out_dir / 'report.json'}")
         return EXIT_OK if report["summary"]["status"] == "passed" else EXIT_FAILED_CHECK
     target = load_target(target_name)
+    out = run_dir_out(out or default_out_dir(model, target))     # before the device check and any other work
     if target.bench is not None and target.bench.transport != "local":
         from edgeprep.devices.fleet import check_device
         from edgeprep.devices.fleet_run import runtimes

@@ -24,7 +24,8 @@ from edgeprep.commands._common import (
 @click.option("-t", "--target", "target_name", metavar="NAME_OR_PATH",
               help="Take runtime options, threads, preprocessing and [gates] thresholds from this profile.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), metavar="DIR",
-              help="Also write report.json and summary.md into DIR.")
+              help="Also write report.json and summary.md into DIR (created if needed; earlier edgeprep reports "
+                   "there are replaced, other files are never touched).")
 @click.option("--samples", type=click.IntRange(min=1), help="Evaluate on the first N samples only.")
 @preprocess_options
 @click.pass_context
@@ -39,6 +40,7 @@ def verify(ctx: click.Context, model: Path, artifacts: tuple[Path, ...], data: P
     """
     from edgeprep.config.gates import Gates
     from edgeprep.data import describe
+    from edgeprep.outputs import REPORT_KINDS, OutputError, check_replaceable, check_writable_dir
     from edgeprep.pipeline import load_inputs
     from edgeprep.report import artifact_entry, build_report, target_entry, write_report
     from edgeprep.stages.convert import open_artifact
@@ -48,6 +50,12 @@ def verify(ctx: click.Context, model: Path, artifacts: tuple[Path, ...], data: P
 
     target = load_target(target_name) if target_name else None
     reporter = make_reporter(ctx)
+    if out is not None:      # before any work: the two files it adds to DIR replace only earlier edgeprep ones
+        if out.exists() and not out.is_dir():
+            raise OutputError(f"--out {out} is a file", "give the directory to write report.json and summary.md in")
+        check_replaceable(out / "report.json", REPORT_KINDS["json"], "an edgeprep report")
+        check_replaceable(out / "summary.md", REPORT_KINDS["markdown"], "an edgeprep Markdown report")
+        check_writable_dir(out)
     handle, spec = load_inputs(model, data, target, cli_preprocess=collect_preprocess(kw), reporter=reporter)
     arts = [open_artifact(a, target.options_for if target else None) for a in artifacts]
     n = min(spec.evaluation.count, samples or (target.verify.samples if target and target.verify.samples

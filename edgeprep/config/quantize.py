@@ -20,6 +20,14 @@ from typing import Literal
 MIN_CALIBRATION_SAMPLES = 100
 
 
+def few_samples_warning(used: int, available: int, source: str) -> str | None:
+    """The one warning every int8 calibration gives (run, convert, quantize) when it uses too few samples."""
+    if used >= MIN_CALIBRATION_SAMPLES:
+        return None
+    return (f"only {used} calibration samples used ({source} has {available}); activation ranges from fewer than "
+            f"{MIN_CALIBRATION_SAMPLES} are noisy")
+
+
 @dataclass(frozen=True)
 class QATConfig:
     epochs: int = 3                    # passes over the training (calibration) data

@@ -30,8 +30,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from edgeprep._util import replace
 from edgeprep.errors import RuntimeUnavailable
+from edgeprep.outputs import check_replaceable, publish
 
 SUITE = "bookworm"
 ARCH = "arm64"
@@ -185,6 +185,7 @@ def build(rootfs: Path | None = None, force: bool = False, say=print) -> Path:
         say(f"emulator up to date: {rootfs}")
         return rootfs
     check_host()
+    check_replaceable(rootfs, _built_here, "an emulator rootfs edgeprep built")   # never someone else's tree
     rootfs.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=f".{rootfs.name}.", suffix=".tmp", dir=rootfs.parent))
@@ -208,11 +209,15 @@ def build(rootfs: Path | None = None, force: bool = False, say=print) -> Path:
                  "build_seconds": round(time.perf_counter() - start, 1), "qemu": qemu_version()}
         (tmp / STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
         open_to_all(tmp)
-        replace(tmp, rootfs)
+        publish(tmp, rootfs, _built_here, "an emulator rootfs edgeprep built")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     say(f"emulator built in {time.perf_counter() - start:.0f} s: {rootfs}")
     return rootfs
+
+
+def _built_here(rootfs: Path) -> bool:
+    return (rootfs / STAMP).is_file()
 
 
 def qemu_version() -> str | None:

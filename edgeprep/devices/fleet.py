@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from device_bench.transports.base import stop_all
 from edgeprep.config.bench import BenchConfig
 from edgeprep.errors import EdgeprepError, InputError, RuntimeUnavailable
 
@@ -130,8 +131,13 @@ def fan_out(targets: list, work: Work, reporter) -> tuple[list[DeviceRun], dict]
 
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=len(lanes), thread_name_prefix="device") as pool:
-        for f in [pool.submit(lane, members) for members in lanes.values()]:
-            f.result()
+        futures = [pool.submit(lane, members) for members in lanes.values()]
+        try:
+            for f in futures:
+                f.result()
+        except BaseException:    # Ctrl-C or SIGTERM reach this thread only: stop the lanes' benchmarks, or
+            stop_all()           # leaving this block would wait for every one of them to finish
+            raise
     timing = {"wall_seconds": round(time.perf_counter() - start, 3), "lanes": len(lanes)}
     return [runs[t.name] for t in targets], timing
 

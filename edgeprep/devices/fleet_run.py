@@ -11,14 +11,12 @@ whole output directory appears at once when everything has finished.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
-from edgeprep._util import replace
 from edgeprep.devices.fleet import check_device, combined_report, dir_name, fan_out
 from edgeprep.errors import RuntimeUnavailable
+from edgeprep.outputs import run_dir_out, staged_dir
 
 
 def runtimes(target) -> list[str | None]:
@@ -69,11 +67,8 @@ def run_fleet(model: Path, targets: list, data: Path | None, out: Path | None, *
     from edgeprep.report.write import write_all
     from edgeprep.stages.convert import open_artifact
 
-    out = Path(out or Path("runs") / f"{Path(model).stem if Path(model).suffix else Path(model).name}-fleet")
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    out = run_dir_out(out or Path("runs") / f"{Path(model).stem if Path(model).suffix else Path(model).name}-fleet")
+    with staged_dir(out) as staging:
         results, arts, npz = {}, {}, {}
         for t in targets:
             reporter.info(f"== {t.name}: convert and verify")
@@ -112,7 +107,4 @@ def run_fleet(model: Path, targets: list, data: Path | None, out: Path | None, *
         report = combined_report("run", runs, timing, model=first["model"], data=first.get("data"),
                                  reference=first.get("reference"))
         write_all(report, staging)
-        replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return report, out, {r.dir_name: r.report for r in runs if r.report is not None}

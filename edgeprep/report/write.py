@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgeprep._util import atomic_path
+from edgeprep.outputs import REPORT_KINDS, atomic_path
 from edgeprep.report.build import validate
 from edgeprep.report.markdown import markdown_summary
 
@@ -13,9 +13,9 @@ from edgeprep.report.markdown import markdown_summary
 def write_report(report: dict, directory: Path) -> Path:
     validate(report)  # a report that breaks its own schema is a bug: fail loudly before writing it
     directory = Path(directory)
-    with atomic_path(directory / "report.json") as tmp:
+    with atomic_path(directory / "report.json", REPORT_KINDS["json"]) as tmp:
         tmp.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
-    with atomic_path(directory / "summary.md") as tmp:
+    with atomic_path(directory / "summary.md", REPORT_KINDS["markdown"]) as tmp:
         tmp.write_text(markdown_summary(report))
     return directory / "report.json"
 
@@ -28,10 +28,10 @@ def write_all(report: dict, directory: Path, *, baseline: dict | None = None, ga
 
     directory = Path(directory)
     written = [write_report(report, directory)]
-    with atomic_path(directory / "junit.xml") as tmp:
+    with atomic_path(directory / "junit.xml", REPORT_KINDS["junit"]) as tmp:
         tmp.write_text(junit_xml(report, gate))
     written.append(directory / "junit.xml")
-    with atomic_path(directory / "report.html") as tmp:
+    with atomic_path(directory / "report.html", REPORT_KINDS["html"]) as tmp:
         tmp.write_text(html_report(report, directory, baseline=baseline, gate=gate, trend=trend))
     written.append(directory / "report.html")
     return written

@@ -15,10 +15,10 @@ from pathlib import Path
 from device_bench.bench import Job
 from device_bench.harness import benchmark, count_instructions
 from device_bench.transports import BenchFailed
-from edgeprep._util import atomic_path
 from edgeprep.backends import Artifact
 from edgeprep.config.bench import BenchConfig
 from edgeprep.errors import InputError
+from edgeprep.outputs import atomic_path
 
 LATENCIES_FILE = "latencies.json"
 LATENCIES_VERSION = 1
@@ -132,10 +132,18 @@ def artifact_key(entry: dict) -> str:
     return f"{entry['device']}/{name}" if entry.get("device") else name
 
 
+def _is_latencies(path: Path) -> bool:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"schema_version", "unit", "artifacts"} <= data.keys()
+
+
 def write_latencies(directory: Path, latencies: dict[str, tuple[tuple[float, ...], ...]]) -> Path:
     """The side file of raw per-iteration latencies (milliseconds), keyed by artifact file name: one list per
     benchmark process."""
-    with atomic_path(Path(directory) / LATENCIES_FILE) as tmp:
+    with atomic_path(Path(directory) / LATENCIES_FILE, _is_latencies) as tmp:
         tmp.write_text(json.dumps({"schema_version": LATENCIES_VERSION, "unit": "ms",
                                    "artifacts": {k: [list(p) for p in v] for k, v in latencies.items()}}) + "\n")
     return Path(directory) / LATENCIES_FILE

@@ -8,12 +8,47 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgeprep._util import files_of, quiet, replace, sha256_of, tree_size
+from edgeprep._util import files_of, quiet, sha256_of, tree_size
 from edgeprep.backends import Artifact, ConvertRequest, get_backend
 from edgeprep.config.quantize import QuantizeConfig
 from edgeprep.data import Dataset
 from edgeprep.errors import ConversionError, DataError
 from edgeprep.models import ModelHandle
+from edgeprep.outputs import check_replaceable, check_writable_dir, full_disk_error, publish, staging_dir
+
+
+def artifact_out(out: Path | None, fmt: str, model_name: str, precision: str) -> tuple[Path, str | None]:
+    """Where ``edgeprep convert`` writes, checked before any work; returns the path and a note when it differs
+    from what was asked (``--out`` a directory or ending in ``/``: the artifact goes inside it under its default
+    name; ``--out`` without the format's suffix: the suffix is added)."""
+    backend = get_backend(fmt)
+    default = backend.artifact_name(model_name, precision)
+    if out is None:
+        path, note = Path(default), None
+    else:
+        asked = str(out)
+        path, note = Path(out), None
+        inside = asked.endswith("/") or (path.is_dir() and not (
+            path.suffix == backend.suffix and backend.recognizes(path)))
+        if inside:
+            path, note = path / default, f"--out {asked} is a directory: writing {path / default}"
+        elif path.suffix != backend.suffix:
+            path = path.with_name(path.name + backend.suffix)
+            note = f"--out {asked} has no {backend.suffix} suffix: writing {path}"
+    path = path.resolve()
+    check_artifact_replaceable(path, fmt)
+    check_writable_dir(path.parent)
+    return path, note
+
+
+def check_artifact_replaceable(path: Path, fmt: str) -> None:
+    """An artifact path may hold only an artifact of the same format (an earlier conversion), never anything
+    else; its companion files (OpenVINO's .bin) are replaced only together with such an artifact."""
+    backend = get_backend(fmt)
+    what = f"a {fmt} artifact"
+    check_replaceable(path, backend.recognizes, what)
+    for companion in backend.companion_files(path):
+        check_replaceable(companion, lambda _p: backend.recognizes(path), f"the companion of {what}")
 
 
 def convert(model: ModelHandle, fmt: str, precision: str, options: Any, out: Path, *,
@@ -23,15 +58,16 @@ def convert(model: ModelHandle, fmt: str, precision: str, options: Any, out: Pat
     """Convert ``model`` to ``fmt`` at ``precision`` and write it at ``out`` (plus companion files).
 
     Nothing appears under ``out`` unless the conversion completed: the backend writes into a temporary directory
-    beside it and the finished files are renamed into place.
+    beside it and the finished files are renamed into place. What stands at ``out`` is replaced only when it is
+    an artifact of the same format (``check_artifact_replaceable``).
     """
     backend = get_backend(fmt)
     backend.check(model, precision)
-    if precision == "int8" and fmt != "coreml" and calibration is None:
+    if precision == "int8" and backend.needs_calibration and calibration is None:
         raise DataError(f"{fmt} int8 needs calibration data", "pass --data with representative samples")
     out = Path(out).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    check_artifact_replaceable(out, fmt)
+    staging = staging_dir(out)
     own_workdir = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="edgeprep-")) if own_workdir else Path(workdir)
     start = time.perf_counter()
@@ -39,13 +75,19 @@ def convert(model: ModelHandle, fmt: str, precision: str, options: Any, out: Pat
         request = ConvertRequest(precision, options, calibration, calibration_samples, workdir,
                                  quantize or QuantizeConfig(), tuple(keep_float), max_accuracy_drop)
         tmp_main = staging / out.name
-        with quiet():
-            result = backend.convert(model, request, tmp_main)
+        try:
+            with quiet():
+                result = backend.convert(model, request, tmp_main)
+        except Exception as exc:
+            full = full_disk_error(staging)
+            if full is not None:
+                raise full from exc
+            raise
         if not tmp_main.exists():
             raise ConversionError(f"{fmt} converter wrote nothing for {out.name}")
-        produced = [tmp_main] + backend.companion_files(tmp_main)
-        for p in produced:
-            replace(p, out.parent / p.name)
+        check_artifact_replaceable(out, fmt)   # again: something may have appeared there meanwhile
+        for p in backend.companion_files(tmp_main) + [tmp_main]:   # the main file last: it marks completion
+            publish(p, out.parent / p.name, lambda _p: True, "")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if own_workdir:
@@ -63,6 +105,26 @@ def convert(model: ModelHandle, fmt: str, precision: str, options: Any, out: Pat
 
 
 SUFFIX_FORMATS = {".tflite": "tflite", ".xml": "openvino", ".mlpackage": "coreml"}
+CONTENT = {"tflite": "a TFLite flatbuffer", "openvino": "OpenVINO IR XML", "coreml": "a Core ML package"}
+
+
+def artifact_format(path: Path) -> str:
+    """An artifact's format, from its content; a name whose suffix promises another format is refused."""
+    from edgeprep.errors import InputError
+
+    found = [fmt for fmt in SUFFIX_FORMATS.values() if get_backend(fmt).recognizes(path)]
+    named = SUFFIX_FORMATS.get(path.suffix)
+    if not found:
+        if named:
+            raise InputError(f"{path.name} is named like a {named} artifact but is not one (its content is not "
+                             f"{CONTENT[named]})",
+                             "check the file is complete; re-create it with 'edgeprep convert'")
+        raise InputError(f"unsupported artifact '{path.name}': not a TFLite, OpenVINO IR or Core ML package",
+                         f"edgeprep reads {', '.join(SUFFIX_FORMATS)} artifacts")
+    if named and named != found[0]:
+        raise InputError(f"{path.name} is named like a {named} artifact but holds a {found[0]} one",
+                         f"rename it with the {get_backend(found[0]).suffix} suffix")
+    return found[0]
 
 
 def open_artifact(path: str | Path, options_for=None) -> Artifact:
@@ -76,10 +138,7 @@ def open_artifact(path: str | Path, options_for=None) -> Artifact:
     path = Path(path).resolve()
     if not path.exists():
         raise InputError(f"artifact not found: {path}", "check the path")
-    fmt = SUFFIX_FORMATS.get(path.suffix)
-    if fmt is None:
-        raise InputError(f"unsupported artifact '{path.name}'",
-                         f"edgeprep verifies {', '.join(SUFFIX_FORMATS)} files")
+    fmt = artifact_format(path)
     backend = get_backend(fmt)
     try:
         with quiet():

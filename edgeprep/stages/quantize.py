@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
-from edgeprep._util import atomic_path, quiet, replace
+from edgeprep._util import quiet
 from edgeprep.backends import Artifact, get_backend
-from edgeprep.config.quantize import MIN_CALIBRATION_SAMPLES
+from edgeprep.config.quantize import few_samples_warning
 from edgeprep.errors import DataError
 from edgeprep.models import check_model_path, load_model
+from edgeprep.outputs import Discard, atomic_path, publish, run_dir_out, staged_dir
 from edgeprep.pipeline import RunContext, RunResult, load_inputs, write
 from edgeprep.progress import Reporter
 from edgeprep.report import artifact_entry
@@ -40,6 +39,7 @@ def quantize(model_path, target: TargetProfile, data_path, out_dir=None, *, meth
     """Quantize ``model_path`` for every format of ``target``. Returns None on a non-chief QAT worker."""
     reporter = reporter or Reporter(quiet=True)
     check_model_path(model_path)
+    out_dir = run_dir_out(out_dir or default_out_dir(model_path, target, method))
     model, data = load_inputs(model_path, data_path, target, calibration_path=calibration_path,
                               cli_preprocess=cli_preprocess, reporter=reporter)
     cfg = target.quantize
@@ -55,22 +55,18 @@ def quantize(model_path, target: TargetProfile, data_path, out_dir=None, *, meth
                         "give labelled data or allow distillation")
     n_cal = min(cfg.calibration_samples, calib.count)
     notes = []
-    if n_cal < MIN_CALIBRATION_SAMPLES:
-        msg = (f"only {n_cal} calibration samples used ({calib.source} has {calib.count}); activation ranges from "
-               f"fewer than {MIN_CALIBRATION_SAMPLES} are noisy")
+    msg = few_samples_warning(n_cal, calib.count, calib.source)
+    if msg:
         reporter.warn(msg)
         notes.append(msg)
-    out_dir = Path(out_dir or default_out_dir(model_path, target, method)).resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with staged_dir(out_dir) as staging:
         ctx = RunContext(target, model, data, staging, reporter)
         section = {"method": method, "calibration_samples": n_cal, "range_method": cfg.range_method,
                    "notes": notes}
         if method == "qat":
             built = _qat(ctx, model_path, cfg, labels, distill, strategy, n_cal, section)
-            if built is None:
-                return None
+            if built is None:     # a QAT worker that is not the chief: the chief writes the run directory
+                raise Discard
         else:
             built = _ptq(ctx, cfg, n_cal)
         entries, ref = _verify_and_refine(ctx, built, cfg)
@@ -80,10 +76,8 @@ def quantize(model_path, target: TargetProfile, data_path, out_dir=None, *, meth
         from edgeprep.report import write_report
 
         write_report(report, staging)
-        replace(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return RunResult(out_dir, report)
+        return RunResult(out_dir, report)
+    return None
 
 
 @dataclasses.dataclass
@@ -123,7 +117,7 @@ def _ptq(ctx: RunContext, cfg, n_cal: int) -> list[Built]:
                 final = art.path
                 for f in [new.path] + get_backend(new.format).companion_files(new.path):
                     target = final.parent / (final.name if f == new.path else final.with_suffix(f.suffix).name)
-                    replace(f, target)
+                    publish(f, target, lambda _p: True, "")    # our own artifact, in our staging directory
                 return dataclasses.replace(_reopen(final, new), quantization=new.quantization, notes=new.notes)
             out.append(Built(art, float_path, requantize))
     return out
@@ -199,13 +193,14 @@ def _export_one(ctx: RunContext, qat, fmt: str, opts, path: Path, shape):
     from edgeprep.quant.qat import export
 
     def build(keep: frozenset) -> Artifact:
+        ours = get_backend(fmt).recognizes   # rebuilt with layers kept float: replaces the earlier one
         if fmt == "tflite":
-            with atomic_path(path) as tmp:
+            with atomic_path(path, ours) as tmp:
                 tmp.write_bytes(export.to_tflite(qat, shape, opts.int8_io, keep=keep))
         else:
-            with atomic_path(path) as tmp:
+            with atomic_path(path, ours) as tmp:
                 export.to_openvino(qat, shape, tmp, ctx.workdir, keep=keep)
-                replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
+                publish(tmp.with_suffix(".bin"), path.with_suffix(".bin"), lambda _p: True, "")
         art = open_artifact(path, ctx.target.options_for)
         quant = {"weights": "int8 per-channel (Dense per-tensor), QAT", "activations": "int8 (QAT ranges)",
                  "io": opts.int8_io if fmt == "tflite" else "float32", "method": "qat"}
