@@ -48,3 +48,14 @@ class RuntimeUnavailable(EdgeprepError):
 
 class VerificationError(EdgeprepError):
     """An artifact does not compute what the float model computes (beyond the allowed tolerance)."""
+
+
+class ToolchainCrash(EdgeprepError):
+    """A toolchain died natively (SIGSEGV, SIGABRT, ...) in a step edgeprep ran in a child process for that reason.
+
+    Exit code 3, the code of an internal error, not 2: nothing in the user's input is known to be wrong (exit code 2
+    says it is), the defect is in a toolchain or in the way edgeprep drives it, and it should be reported. Unlike an
+    internal error it is one line naming the step and the signal: the parent's traceback would only show a wait.
+    """
+
+    exit_code = 3

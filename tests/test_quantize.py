@@ -253,8 +253,12 @@ cfg = QATConfig(steps=4, freeze_bn_steps=3, batch_size=32, learning_rate=1e-3)
 one = T.train(path, data.calibration, cfg, r, tf.distribute.OneDeviceStrategy("/cpu:0"), False, samples=128)
 two = T.train(path, data.calibration, cfg, r, T.make_strategy("mirrored", 2), False, samples=128)
 diff = max(float(np.max(np.abs(a - b))) for a, b in zip(one.weights, two.weights))
-sdiff = max(float(np.max(np.abs(one.state[k] - two.state[k]))) for k in one.state)
-print(json.dumps({"diff": diff, "state_diff": sdiff, "replicas": two.replicas, "div": two.bn_divergence,
+# relative to each state tensor's scale (activation ranges, BN moving variances): all-reduce sums in another order
+sdiff = max(float(np.max(np.abs(one.state[k] - two.state[k])) / max(1.0, float(np.max(np.abs(one.state[k])))))
+            for k in one.state)
+worst = max(one.state, key=lambda k: float(np.max(np.abs(one.state[k] - two.state[k]))))
+print(json.dumps({"diff": diff, "state_diff": sdiff, "worst": [worst, float(np.max(np.abs(one.state[worst])))],
+                  "replicas": two.replicas, "div": two.bn_divergence,
                   "spread": two.moving_stats_replica_spread}))
 """
 
@@ -267,7 +271,8 @@ def test_mirrored_syncbn_matches_one_device(tmp_path, trained_small):
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert res["replicas"] == 2 and res["spread"] == 0.0
-    # synchronized BN: two replicas on half batches compute what one device computes on the whole batch
+    # synchronized BN: two replicas on half batches compute what one device computes on the whole batch (to
+    # float32 round-off of the all-reduce: state compared relative to its scale)
     assert res["diff"] < 1e-4 and res["state_diff"] < 1e-4, res
     assert all(v["max_mean_shift"] > 0 for v in res["div"].values())   # local statistics really differ
 

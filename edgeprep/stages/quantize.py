@@ -144,14 +144,17 @@ def _qat(ctx: RunContext, model_path, cfg, labels: bool, distill: bool, strategy
         use_distill = False
     strategy = strategy or train.make_strategy("none")
     model = ctx.model
-    with ctx.reporter.step(f"Calibrating activation ranges on {n_cal} samples"), quiet():
-        ranges = activation_ranges(model.obj, calib, n_cal, cfg.range_method, cfg.percentile)
-    steps = train.steps_for(q, calib.count, strategy.num_replicas_in_sync)
-    with ctx.timed("qat"), ctx.reporter.step(
-            f"QAT fine-tuning, {steps} steps on {strategy.num_replicas_in_sync} replica(s), "
-            f"{'distillation' if use_distill else 'labels'}", total=steps) as advance:
-        result = train.train(model.path, calib, q, ranges, strategy, use_distill, teacher=model.obj,
-                             progress=advance)
+    # training runs in a child process (a native crash there is one line); it starts now and imports TensorFlow
+    # while this process calibrates. A multi-worker strategy trains in this process (process is None).
+    with train.training_process(strategy) as process:
+        with ctx.reporter.step(f"Calibrating activation ranges on {n_cal} samples"), quiet():
+            ranges = activation_ranges(model.obj, calib, n_cal, cfg.range_method, cfg.percentile)
+        steps = train.steps_for(q, calib.count, strategy.num_replicas_in_sync)
+        with ctx.timed("qat"), ctx.reporter.step(
+                f"QAT fine-tuning, {steps} steps on {strategy.num_replicas_in_sync} replica(s), "
+                f"{'distillation' if use_distill else 'labels'}", total=steps) as advance:
+            result = train.train_isolated(model.path, calib, q, ranges, strategy, use_distill, ctx.workdir,
+                                          teacher=model.obj, progress=advance, process=process)
     import numpy as np
 
     checksum = float(sum(float(np.sum(np.abs(w))) for w in result.weights))

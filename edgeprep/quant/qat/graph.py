@@ -2,8 +2,10 @@
 
 Each layer is classified by what it becomes in an int8 graph:
 
-- ``linear``   Conv1D/2D/3D, DepthwiseConv2D, Dense: weights fake-quantized per output channel; a BatchNormalization
-               that is its only consumer (and whose only input it is) is folded into it;
+- ``linear``   Conv1D/2D/3D, DepthwiseConv2D, SeparableConv2D, Dense: weights fake-quantized per output channel; a
+               BatchNormalization that is its only consumer (and whose only input it is) is folded into it. A
+               SeparableConv2D is two int8 ops, as TFLite and OpenVINO run it: a depthwise conv, an activation
+               quantizer on its output, then the 1x1 pointwise conv (the BN folds into the pointwise one);
 - ``folded``   that BatchNormalization: its arithmetic happens inside the linear step;
 - ``act``      activations; ReLU/ReLU6 right after a linear/add step are fused into it (no quantizer between);
 - ``same``     ops that keep their input's scale (max-pool, reshape, flatten, dropout, padding): no quantizer;
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-LINEAR = {"Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "Dense"}
+LINEAR = {"Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "SeparableConv2D", "Dense"}
 SAME_SCALE = {"MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "Flatten", "Reshape", "Dropout", "SpatialDropout1D",
               "SpatialDropout2D", "ZeroPadding1D", "ZeroPadding2D", "Identity", "GaussianNoise", "GaussianDropout",
               "GlobalMaxPooling1D", "GlobalMaxPooling2D", "Cropping2D", "Permute"}

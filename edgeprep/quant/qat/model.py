@@ -1,7 +1,9 @@
 """The fake-quant forward pass of a planned Keras model, and the quantizer state it trains.
 
 Weights: per-output-channel (Dense: per-tensor) symmetric int8 (narrow range, zero point 0, as TFLite's
-int8 spec) computed on the BN-folded kernel ``w * gamma / sqrt(var + eps)``. Fold-aware training
+int8 spec) computed on the BN-folded kernel ``w * gamma / sqrt(var + eps)``. A SeparableConv2D is the pair of ops
+the converters emit for it: the depthwise conv (per-channel int8 kernel), an activation quantizer on its output
+(range point ``<layer>/depthwise``), then the 1x1 pointwise conv, which takes the folded BN. Fold-aware training
 (Jacob et al. 2018, Krishnamoorthi 2018):
 before the freeze the batch statistics are used — synchronized across replicas, so data-parallel training sees
 the global batch — via the correction ``sqrt(var_moving + eps) / sqrt(var_batch + eps)``, and the moving
@@ -19,6 +21,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeprep.quant.qat.graph import FIXED_RANGE, Step, plan
+
+
+def kernel_kind(layer) -> str:
+    """How a linear layer's weights are laid out: dense, depthwise, separable or conv."""
+    return {"Dense": "dense", "DepthwiseConv2D": "depthwise", "SeparableConv2D": "separable"}.get(
+        type(layer).__name__, "conv")
+
+
+def mid_point(s: Step) -> str | None:
+    """The range point inside a linear step (a SeparableConv2D's depthwise output), or None."""
+    return f"{s.name}/depthwise" if kernel_kind(s.layer) == "separable" else None
 
 
 def fold_factors(gamma, beta, mean, var, eps):
@@ -61,10 +74,12 @@ class QATModel:
                     init = np.asarray(state[f"{bn.name}:{key}"]) if state else np.asarray(v.numpy())
                     self.vars[f"{bn.name}:{key}"] = tf.Variable(init.astype(np.float32), trainable=False,
                                                                 aggregation=agg, name=f"{bn.name}_{key}")
-            if self.quantizes(s) and not _calibrating:
-                lo, hi = (state[f"{s.name}:min"], state[f"{s.name}:max"]) if state else ranges[s.name]
-                self.vars[f"{s.name}:min"] = tf.Variable(np.float32(lo), trainable=False, aggregation=agg)
-                self.vars[f"{s.name}:max"] = tf.Variable(np.float32(hi), trainable=False, aggregation=agg)
+            if _calibrating:
+                continue
+            for name in ([s.name] if self.quantizes(s) else []) + ([mid_point(s)] if mid_point(s) else []):
+                lo, hi = (state[f"{name}:min"], state[f"{name}:max"]) if state else ranges[name]
+                self.vars[f"{name}:min"] = tf.Variable(np.float32(lo), trainable=False, aggregation=agg)
+                self.vars[f"{name}:max"] = tf.Variable(np.float32(hi), trainable=False, aggregation=agg)
 
     @staticmethod
     def quantizes(s: Step) -> bool:
@@ -79,8 +94,13 @@ class QATModel:
         return s.kind in ("quant", "float") and s.quantize_output
 
     def prepare_export(self) -> None:
-        """Fold every linear step's kernel in numpy (eagerly), for ``Mode(export=True)`` traces."""
+        """Fold every linear step's kernel in numpy, and read the variables of layers run as-is (eagerly), for
+        ``Mode(export=True)`` traces."""
         self.export_weights = {s.name: self.folded_numpy(s) for s in self.steps if s.kind == "linear"}
+        self.export_variables = {
+            s.name: ([v.numpy() for v in s.layer.trainable_variables],
+                     [v.numpy() for v in s.layer.non_trainable_variables])
+            for s in self.steps if s.kind not in ("input", "linear", "folded") and s.layer.variables}
 
     def state_numpy(self) -> dict[str, np.ndarray]:
         return {k: np.asarray(v.numpy()) for k, v in self.vars.items()}
@@ -128,12 +148,25 @@ class QATModel:
         if s.kind == "act" and s.activation in FIXED_RANGE:
             if s is self.steps[-1] or self._is_output(s):
                 self._logits = args[0]
-            y = s.layer(*args, **kwargs)
+            y = self._call_layer(s, args, kwargs, mode)
             return self._fixed(y, s.activation) if q else y
-        y = s.layer(*args, training=False, **kwargs) if _takes_training(s.layer) else s.layer(*args, **kwargs)
+        y = self._call_layer(s, args, kwargs, mode)
         if s.kind == "same" or not s.quantize_output:
             return y
         return self._act_quant(s, y, mode)
+
+    def _call_layer(self, s: Step, args, kwargs, mode: Mode):
+        """A layer run as-is. For export its variables are read as constants (``stateless_call``), so converters
+        fold them instead of keeping resource variables (TFLite VAR_HANDLE / READ_VARIABLE ops, never
+        initialised in the converted model)."""
+        if _takes_training(s.layer):
+            kwargs = {**kwargs, "training": False}
+        if not mode.export or s.name not in self.export_variables:
+            return s.layer(*args, **kwargs)
+        import tensorflow as tf
+
+        trainable, frozen = ([tf.constant(v) for v in vs] for vs in self.export_variables[s.name])
+        return s.layer.stateless_call(trainable, frozen, *args, **kwargs)[0]
 
     def _is_output(self, s: Step) -> bool:
         return any(id(t) == id(self._graph.outputs[0]) for t in s.node.outputs)
@@ -145,13 +178,19 @@ class QATModel:
         return tf.quantization.fake_quant_with_min_max_vars(y, lo, hi, num_bits=8)
 
     def _act_quant(self, s: Step, y, mode: Mode):
+        if not self.quantizes(s):
+            return y
+        return self._range_point(s.name, y, mode, mode.quantize and s.name not in mode.keep)
+
+    def _range_point(self, name: str, y, mode: Mode, q: bool):
+        """Record (calibration) and fake-quantize ``y`` with the trained range ``name``."""
         import tensorflow as tf
 
-        if mode.record and self.quantizes(s):
-            self.recorded[s.name] = y
-        if not mode.quantize or not self.quantizes(s) or s.name in mode.keep:
+        if mode.record:
+            self.recorded[name] = y
+        if not q:
             return y
-        vmin, vmax = self.vars[f"{s.name}:min"], self.vars[f"{s.name}:max"]
+        vmin, vmax = self.vars[f"{name}:min"], self.vars[f"{name}:max"]
         if mode.training:
             ctx = tf.distribute.get_replica_context()
             bmin, bmax = tf.reduce_min(y), tf.reduce_max(y)
@@ -167,19 +206,20 @@ class QATModel:
         import tensorflow as tf
 
         layer = s.layer
-        kernel = tf.convert_to_tensor(layer.kernel)
+        kernel = _kernel(layer)
         bias = tf.convert_to_tensor(layer.bias) if layer.use_bias else None
+        mid = (lambda t: self._range_point(mid_point(s), t, mode, q)) if mid_point(s) else None
         if mode.export:
             w, b = self.export_weights[s.name]
-            y = _apply(layer, x, self._weights(w, layer, constant=True) if q else tf.constant(w))
+            y = _apply(layer, x, self._weights(w, layer, constant=True) if q else _constant(w), mid)
             y = y + tf.constant(b)
         elif s.fold is None:
             w = self._weights(kernel, layer) if q else kernel
-            y = _apply(layer, x, w)
+            y = _apply(layer, x, w, mid)
             if bias is not None:
                 y = y + bias
         else:
-            y = self._folded(s, x, kernel, bias, mode, q)
+            y = self._folded(s, x, kernel, bias, mode, q, mid)
         act = s.activation
         if act in FIXED_RANGE:
             y = self._act_quant(s, y, mode)
@@ -189,28 +229,40 @@ class QATModel:
         y = layer.activation(y)
         return self._act_quant(s, y, mode) if s.quantize_output else y
 
-    def folded_numpy(self, s: Step) -> tuple[np.ndarray, np.ndarray]:
-        """The (BN-folded) float kernel and bias of a linear step, as numpy arrays."""
+    def folded_numpy(self, s: Step) -> tuple:
+        """The (BN-folded) float kernel and bias of a linear step, as numpy arrays. A SeparableConv2D's kernel is
+        the pair ``(depthwise, pointwise)``; the BN folds into the pointwise one."""
         from edgeprep.stages.bn_math import fold_bn_params
 
         layer = s.layer
-        depthwise = type(layer).__name__ == "DepthwiseConv2D"
-        w = np.asarray(layer.kernel.numpy(), np.float32)
+        kind = kernel_kind(layer)
         bias = np.asarray(layer.bias.numpy(), np.float32) if layer.use_bias else None
+        if kind == "separable":
+            dw = np.asarray(layer.depthwise_kernel.numpy(), np.float32)
+            w = np.asarray(layer.pointwise_kernel.numpy(), np.float32)
+        else:
+            w = np.asarray(layer.kernel.numpy(), np.float32)
         if s.fold is None:
-            return w, bias if bias is not None else np.zeros(w.shape[-2] * w.shape[-1] if depthwise else w.shape[-1],
-                                                             np.float32)
-        bn = s.fold
-        return fold_bn_params(w, bias, bn.gamma.numpy() if bn.scale else None, bn.beta.numpy() if bn.center else None,
-                              self.vars[f"{bn.name}:mean"].numpy(), self.vars[f"{bn.name}:var"].numpy(), bn.epsilon,
-                              channel_axis=(2, 3) if depthwise else -1)
+            w, bias = w, bias if bias is not None else np.zeros(
+                w.shape[-2] * w.shape[-1] if kind == "depthwise" else w.shape[-1], np.float32)
+        else:
+            bn = s.fold
+            w, bias = fold_bn_params(w, bias, bn.gamma.numpy() if bn.scale else None,
+                                     bn.beta.numpy() if bn.center else None, self.vars[f"{bn.name}:mean"].numpy(),
+                                     self.vars[f"{bn.name}:var"].numpy(), bn.epsilon,
+                                     channel_axis=(2, 3) if kind == "depthwise" else -1)
+        return ((dw, w) if kind == "separable" else w), bias
 
-    def _weights(self, w, layer, constant: bool = False):
+    def _weights(self, w, layer, constant: bool = False, kind: str | None = None):
         """Per-output-channel symmetric fake quantization (narrow range [-127, 127])."""
         import tensorflow as tf
 
-        depthwise = type(layer).__name__ == "DepthwiseConv2D"
-        if type(layer).__name__ == "Dense":
+        kind = kind or kernel_kind(layer)
+        if kind == "separable":   # each kernel per its own output channels: depthwise (in * mult), pointwise (out)
+            dw, pw = w
+            return (self._weights(dw, layer, constant, "depthwise"), self._weights(pw, layer, constant, "conv"))
+        depthwise = kind == "depthwise"
+        if kind == "dense":
             # per-tensor for Dense (as TFMOT): TFLite's FULLY_CONNECTED stores the kernel transposed, and the
             # converter cannot move a per-channel quantization axis through that transpose
             m = float(np.maximum(np.abs(w).max(), 1e-8)) if constant else tf.stop_gradient(
@@ -231,7 +283,7 @@ class QATModel:
         fq = tf.quantization.fake_quant_with_min_max_vars_per_channel(flat, -m, m, num_bits=8, narrow_range=True)
         return tf.reshape(fq, shape) if depthwise else fq
 
-    def _folded(self, s: Step, x, kernel, bias, mode: Mode, q: bool):
+    def _folded(self, s: Step, x, kernel, bias, mode: Mode, q: bool, mid=None):
         import tensorflow as tf
 
         bn = s.fold
@@ -239,10 +291,12 @@ class QATModel:
         gamma = tf.convert_to_tensor(bn.gamma) if bn.scale else 1.0
         beta = tf.convert_to_tensor(bn.beta) if bn.center else 0.0
         mean_v, var_v = self.vars[f"{bn.name}:mean"], self.vars[f"{bn.name}:var"]
-        depthwise = type(s.layer).__name__ == "DepthwiseConv2D"
+        kind = kernel_kind(s.layer)
 
         def scaled(w, scale):
-            if depthwise:  # kernel (kh, kw, in, mult); output channel = in * mult + m
+            if kind == "separable":  # the BN scales the pointwise conv's output channels
+                return w[0], w[1] * scale
+            if kind == "depthwise":  # kernel (kh, kw, in, mult); output channel = in * mult + m
                 return w * tf.reshape(scale, tf.shape(w)[-2:])
             return w * scale
 
@@ -251,7 +305,7 @@ class QATModel:
         w_fold = scaled(kernel, scale_mov)
         w_q = self._weights(w_fold, s.layer) if q else w_fold
         if not mode.batch_stats:
-            return _apply(s.layer, x, w_q) + (beta + (b - mean_v) * scale_mov)
+            return _apply(s.layer, x, w_q, mid) + (beta + (b - mean_v) * scale_mov)
         # fold-aware training with batch statistics of the float conv output, synchronized across replicas
         z = _apply(s.layer, x, kernel) + b
         axes = list(range(len(z.shape) - 1))
@@ -275,19 +329,40 @@ class QATModel:
             mean_v.assign(mean_v * m + tf.stop_gradient(mean) * (1 - m))
             var_v.assign(var_v * m + tf.stop_gradient(unbiased) * (1 - m))
         correction = tf.stop_gradient(tf.sqrt(var_v + eps) / tf.sqrt(var + eps))
-        return _apply(s.layer, x, w_q) * correction + (beta + (b - mean) * gamma / tf.sqrt(var + eps))
+        return _apply(s.layer, x, w_q, mid) * correction + (beta + (b - mean) * gamma / tf.sqrt(var + eps))
 
 
-def _apply(layer, x, kernel):
-    """The layer's linear operation with a given kernel (no bias, no activation)."""
+def _kernel(layer):
+    """The layer's kernel as a tensor (a SeparableConv2D's: the pair depthwise, pointwise)."""
+    import tensorflow as tf
+
+    if kernel_kind(layer) == "separable":
+        return tf.convert_to_tensor(layer.depthwise_kernel), tf.convert_to_tensor(layer.pointwise_kernel)
+    return tf.convert_to_tensor(layer.kernel)
+
+
+def _constant(w):
+    import tensorflow as tf
+
+    return tuple(tf.constant(k) for k in w) if isinstance(w, tuple) else tf.constant(w)
+
+
+def _apply(layer, x, kernel, mid=None):
+    """The layer's linear operation with a given kernel (no bias, no activation). For a SeparableConv2D, ``mid``
+    (when given) is applied to the depthwise output before the pointwise conv: the int8 tensor between the two
+    ops of the converted model."""
     from keras import ops
 
-    cls = type(layer).__name__
-    if cls == "Dense":
+    kind = kernel_kind(layer)
+    if kind == "dense":
         return ops.matmul(x, kernel)
-    if cls == "DepthwiseConv2D":
-        return ops.depthwise_conv(x, kernel, strides=layer.strides, padding=layer.padding,
-                                  data_format=layer.data_format, dilation_rate=layer.dilation_rate)
+    if kind in ("depthwise", "separable"):
+        dw = kernel[0] if kind == "separable" else kernel
+        y = ops.depthwise_conv(x, dw, strides=layer.strides, padding=layer.padding,
+                               data_format=layer.data_format, dilation_rate=layer.dilation_rate)
+        if kind == "depthwise":
+            return y
+        return ops.conv(mid(y) if mid else y, kernel[1], strides=1, padding="valid", data_format=layer.data_format)
     return ops.conv(x, kernel, strides=layer.strides, padding=layer.padding, data_format=layer.data_format,
                     dilation_rate=layer.dilation_rate)
 

@@ -6,10 +6,15 @@ and ``MultiWorkerMirroredStrategy`` configured by ``TF_CONFIG``. The batch size 
 share, gradients are summed across replicas, and the folded BatchNorm statistics are all-reduced before the
 freeze (SyncBN), so N replicas compute what one device would on the same global batch. The divergence of each
 replica's local BN statistics from the synchronized ones is measured at every step before the freeze.
+
+``train_isolated`` runs the compiled training steps in a child process (``edgeprep.isolation``), so a native
+crash in TensorFlow is one line naming the step instead of a dead CLI; ``train`` runs them in this process.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -19,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeprep import isolation
 from edgeprep.config.quantize import QATConfig
 from edgeprep.data import Dataset
 from edgeprep.errors import ConfigError
@@ -50,6 +56,11 @@ def make_strategy(kind: str = "auto", replicas: int = 1):
     """
     import tensorflow as tf
 
+    for gpu in tf.config.list_physical_devices("GPU"):  # take GPU memory as needed: a training child needs its share
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except (RuntimeError, ValueError):
+            pass  # already initialised
     cluster = _cluster()
     if kind == "auto":
         kind = "multiworker" if cluster and cluster["workers"] > 1 else ("mirrored" if replicas > 1 else "none")
@@ -96,13 +107,16 @@ class TrainResult:
     seconds: float
     bn_divergence: dict = field(default_factory=dict)
     moving_stats_replica_spread: float = 0.0
+    process: str = "main"           # "child": trained in a child process (train_isolated)
+    wall_seconds: float = 0.0       # for a child: from the call to its result (start-up left over included)
 
     def describe(self) -> dict:
         return {"steps": self.steps, "bn_frozen_at_step": self.freeze_step, "replicas": self.replicas,
                 "workers": self.workers, "strategy": self.strategy, "objective": self.objective,
                 "loss_first": round(self.loss_first, 6), "loss_last": round(self.loss_last, 6),
                 "seconds": round(self.seconds, 2), "bn_divergence": self.bn_divergence,
-                "moving_stats_replica_spread": self.moving_stats_replica_spread}
+                "moving_stats_replica_spread": self.moving_stats_replica_spread, "process": self.process,
+                **({"wall_seconds": round(self.wall_seconds, 2)} if self.wall_seconds else {})}
 
 
 def teacher_logits(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -114,19 +128,75 @@ def teacher_logits(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
                            for i in range(0, len(x), batch)]).astype(np.float32)
 
 
+def training_arrays(data: Dataset, distill: bool, teacher=None, samples: int | None = None):
+    """The training inputs and targets: labels, or the teacher's logits for distillation."""
+    x, y = data.arrays(samples)
+    return x, (teacher_logits(teacher, x) if distill else y.astype(np.int64))
+
+
 def train(model_path: Path, data: Dataset, cfg: QATConfig, ranges: dict, strategy, distill: bool,
           teacher=None, samples: int | None = None, progress=None) -> TrainResult:
-    """Fine-tune a fresh copy of ``model_path`` with fake quantization; returns weights and quantizer state."""
+    """Fine-tune a fresh copy of ``model_path`` with fake quantization, in this process; returns weights and
+    quantizer state."""
+    x, targets = training_arrays(data, distill, teacher, samples)
+    return _fit(model_path, x, targets, cfg, ranges, strategy, distill, progress)
+
+
+# strategies a child process can rebuild from (kind, replicas); others (multi-worker: collectives bound to this
+# process's server at TF_CONFIG's address) train in this process
+_CHILD_KINDS = {"_DefaultDistributionStrategy": "none", "MirroredStrategy": "mirrored"}
+_PRELOAD = ("tensorflow", "keras", "edgeprep.quant.qat.model")
+
+
+def training_process(strategy):
+    """A child process for ``train_isolated``, started now so that it imports TensorFlow while this process
+    calibrates (a context manager: leaving it stops the child); ``nullcontext(None)`` where training stays in this
+    process (a multi-worker strategy)."""
+    if type(strategy).__name__ not in _CHILD_KINDS:
+        return contextlib.nullcontext(None)
+    return isolation.Child("QAT training", _PRELOAD)
+
+
+def train_isolated(model_path: Path, data: Dataset, cfg: QATConfig, ranges: dict, strategy, distill: bool,
+                   workdir: Path, teacher=None, samples: int | None = None, progress=None,
+                   process: isolation.Child | None = None) -> TrainResult:
+    """``train`` with the compiled training steps in a child process (``process``, or one started now): a native
+    crash there (SIGSEGV, SIGABRT) raises ``ToolchainCrash`` naming the step. The training arrays go to the child
+    as ``.npy`` files in ``workdir``. A multi-worker strategy trains in this process (see ``_CHILD_KINDS``)."""
+    kind = _CHILD_KINDS.get(type(strategy).__name__)
+    if kind is None:
+        return train(model_path, data, cfg, ranges, strategy, distill, teacher, samples, progress)
+    x, targets = training_arrays(data, distill, teacher, samples)
+    paths = Path(workdir) / "qat-x.npy", Path(workdir) / "qat-targets.npy"
+    np.save(paths[0], x)
+    np.save(paths[1], targets)
+    del x, targets
+    start = time.perf_counter()
+    try:
+        with (process or isolation.Child("QAT training", _PRELOAD)) as child:
+            result = child.call(_fit_in_child, str(model_path), str(paths[0]), str(paths[1]), cfg, ranges, kind,
+                                strategy.num_replicas_in_sync, distill, progress=progress)
+    finally:
+        for p in paths:
+            p.unlink(missing_ok=True)
+    return dataclasses.replace(result, process="child", wall_seconds=time.perf_counter() - start)
+
+
+def _fit_in_child(model_path: str, x_path: str, targets_path: str, cfg: QATConfig, ranges: dict, kind: str,
+                  replicas: int, distill: bool, progress=None) -> TrainResult:
+    strategy = make_strategy(kind, replicas)  # first, before any other TensorFlow work
+    x, targets = np.load(x_path, mmap_mode="r"), np.load(targets_path, mmap_mode="r")
+    return _fit(Path(model_path), x, targets, cfg, ranges, strategy, distill, progress)
+
+
+def _fit(model_path: Path, x: np.ndarray, targets: np.ndarray, cfg: QATConfig, ranges: dict, strategy,
+         distill: bool, progress=None) -> TrainResult:
     import keras
     import tensorflow as tf
 
     from edgeprep.quant.qat.model import Mode, QATModel
 
-    x, y = data.arrays(samples)
-    if distill:
-        targets = teacher_logits(teacher, x)
-    else:
-        targets = y.astype(np.int64)
+    isolation.phase("while loading the model for training")
     replicas = strategy.num_replicas_in_sync
     cluster = _cluster()
     batch = max(cfg.batch_size - cfg.batch_size % replicas, replicas)
@@ -178,6 +248,7 @@ def train(model_path: Path, data: Dataset, cfg: QATConfig, ranges: dict, strateg
     losses = []
     start = time.perf_counter()
     for i in range(steps):
+        isolation.phase("in the first training step" if i == 0 else f"in training step {i + 1} of {steps}")
         loss, div = (steps_bn if i < freeze else steps_frozen)(next(it))
         losses.append(float(loss))
         if i < freeze and folded:
@@ -186,6 +257,7 @@ def train(model_path: Path, data: Dataset, cfg: QATConfig, ranges: dict, strateg
             div_sum += d.mean(axis=0)
         if progress:
             progress(1)
+    isolation.phase("after the last training step")
     spread = 0.0
     for name in folded:
         for key in ("mean", "var"):
