@@ -3,9 +3,11 @@
 Errors the user can fix (``EdgeprepError``) print one line and exit with code 2; ``--debug`` adds the traceback
 and the toolchains' own output. A full disk, a read-only file system or a permission refused while writing is
 such an error too (exit code 2, naming the path). Any other exception is a bug: it is shown with its traceback
-(exit code 3). Exit code 1 means the command ran but an artifact failed a check (a regression or a broken
-artifact). Ctrl-C (SIGINT), SIGTERM and SIGHUP stop the command the same way: temporary files are removed, every
-benchmark process edgeprep started is stopped, and the exit code is 128 + the signal number (130, 143, 129).
+(exit code 3); so is a toolchain that crashed natively in a step run in a child process (``ToolchainCrash``),
+printed as one line naming the step and the signal. Exit code 1 means the command ran but an artifact failed a
+check (a regression or a broken artifact). Ctrl-C (SIGINT), SIGTERM and SIGHUP stop the command the same way:
+temporary files are removed, every benchmark process edgeprep started is stopped, and the exit code is 128 + the
+signal number (130, 143, 129).
 """
 
 from __future__ import annotations
