@@ -64,8 +64,12 @@ _register()
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, raised in the main thread so that every ``finally`` (staging cleanup) runs as for
-    Ctrl-C."""
+    """SIGINT, SIGTERM or SIGHUP, raised in the main thread so that every ``finally`` (staging cleanup) runs.
+
+    Ctrl-C raises it too, not a plain KeyboardInterrupt: CPython remembers a plain KeyboardInterrupt that passes
+    through a ``PyRun_String`` call (pybind11's ``exec`` in a toolchain) as unhandled and, at exit, kills the
+    process with SIGINT even after edgeprep caught it (seen: exit -2 instead of 130). A subclass is not
+    remembered."""
 
     def __init__(self, signum: int):
         super().__init__(signum)
@@ -81,7 +85,7 @@ def _signals_interrupt():
     """SIGTERM (how CI systems cancel a job) and SIGHUP behave like Ctrl-C while the command runs."""
     saved = {}
     try:
-        for sig in (signal.SIGTERM, signal.SIGHUP):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             saved[sig] = signal.signal(sig, _raise_interrupted)
     except ValueError:          # not the main thread (an embedding application): leave its handlers alone
         pass
@@ -148,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR if exc.exit_code == 2 else exc.exit_code
     except (click.Abort, KeyboardInterrupt) as exc:
         cause = exc if isinstance(exc, Interrupted) else exc.__cause__   # click turns it into Abort
-        if isinstance(cause, Interrupted):
+        if isinstance(cause, Interrupted) and cause.signum != signal.SIGINT:
             click.echo(f"edgeprep: stopped by {signal.Signals(cause.signum).name}", err=True)
             return 128 + cause.signum
         click.echo("edgeprep: interrupted", err=True)
