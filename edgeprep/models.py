@@ -19,6 +19,12 @@ from edgeprep.errors import InputError, ModelError
 ModelKind = Literal["keras", "savedmodel", "onnx"]
 
 
+def model_name(path: str | Path) -> str:
+    """A model's name for the files made from it: ``model.keras`` -> ``model``, a SavedModel directory's name."""
+    p = Path(path)
+    return p.stem if p.suffix else p.name
+
+
 @dataclass
 class ModelHandle:
     """A loaded model. ``obj`` is the Keras model, the SavedModel signature function, or the ONNX Runtime session."""
@@ -35,7 +41,7 @@ class ModelHandle:
 
     @property
     def name(self) -> str:
-        return self.path.stem if self.path.suffix else self.path.name
+        return model_name(self.path)
 
     @property
     def is_keras(self) -> bool:

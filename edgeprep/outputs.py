@@ -173,9 +173,9 @@ _EXT = {"markdown": "md", "junit": "xml", "html": "html", "json": "json"}
 
 def staging_dir(final: Path) -> Path:
     """A new temporary directory beside ``final`` (same file system, so the final rename is atomic); creates the
-    parent directories of ``final`` that are missing."""
+    parent directories of ``final`` that are missing. It does not probe for room: the commands' up-front checks
+    (``run_dir_out``, ``report_file_out``...) did that once, before any work; a write that fails here is mapped."""
     final = Path(final)
-    check_writable_dir(final.parent)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))

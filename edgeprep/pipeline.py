@@ -24,7 +24,7 @@ from edgeprep.backends import Artifact, get_backend
 from edgeprep.config.quantize import few_samples_warning
 from edgeprep.data import DataSpec, check_fits, check_labels, describe, load_data, read_warnings, scaling_warnings
 from edgeprep.errors import DataError
-from edgeprep.models import ModelHandle, check_model_path, load_model
+from edgeprep.models import ModelHandle, check_model_path, load_model, model_name
 from edgeprep.outputs import run_dir_out, staged_dir
 from edgeprep.progress import Reporter
 from edgeprep.report import artifact_entry, build_report, target_entry
@@ -74,8 +74,12 @@ class RunContext:
 
 
 def default_out_dir(model_path: str | Path, target: TargetProfile) -> Path:
-    p = Path(model_path)
-    return Path("runs") / f"{p.stem if p.suffix else p.name}-{target.name}"
+    return Path("runs") / f"{model_name(model_path)}-{target.name}"
+
+
+def calibrated_int8(target: TargetProfile) -> list[str]:
+    """The target's int8 artifacts that need calibration data ("tflite int8"; Core ML's int8 is weights only)."""
+    return [f"{f} {p}" for f, p in target.plan() if p == "int8" and get_backend(f).needs_calibration]
 
 
 def load_inputs(model_path: str | Path, data_path: str | Path | None, target: TargetProfile | None = None, *,
@@ -115,11 +119,9 @@ def calibrate_and_fold(ctx: RunContext, model: ModelHandle) -> tuple[ModelHandle
 def convert_all(ctx: RunContext, model: ModelHandle) -> list[Artifact]:
     """Every (format, precision) the target asks for, converted from ``model`` into the run directory."""
     artifacts = []
-    calibrated = [f for f, p in ctx.target.plan() if p == "int8" and get_backend(f).needs_calibration]
-    if calibrated and ctx.data is not None:
+    if calibrated_int8(ctx.target) and ctx.data is not None:
         calib = ctx.data.calibration
-        warning = few_samples_warning(min(ctx.target.quantize.calibration_samples, calib.count), calib.count,
-                                      calib.source)
+        warning = few_samples_warning(ctx.target.quantize.calibration_samples, calib.count, calib.source)
         if warning:
             ctx.reporter.warn(warning)
     with ctx.timed("convert"):
@@ -185,7 +187,7 @@ def run(model_path: str | Path, target: TargetProfile, data_path: str | Path | N
     check_model_path(model_path)
     out_dir = run_dir_out(out_dir or default_out_dir(model_path, target))
     if data_path is None:
-        needs = [f"{f} {p}" for f, p in target.plan() if p == "int8" and get_backend(f).needs_calibration]
+        needs = calibrated_int8(target)
         if needs:
             raise DataError(f"target '{target.name}' asks for {', '.join(needs)}, which needs calibration data",
                             "pass --data (a manifest, .npz, .npy or image folder)")

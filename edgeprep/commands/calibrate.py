@@ -48,6 +48,7 @@ def calibrate(ctx: click.Context, model: Path, data: Path, out: str | None, targ
     from edgeprep._util import quiet
     from edgeprep.config.calibrate import CalibrateConfig
     from edgeprep.data import describe
+    from edgeprep.models import model_name
     from edgeprep.outputs import atomic_path
     from edgeprep.pipeline import load_inputs
     from edgeprep.stages.bn_graph import bn_layers, require_keras
@@ -61,7 +62,7 @@ def calibrate(ctx: click.Context, model: Path, data: Path, out: str | None, targ
                                    "samples": samples}.items() if v is not None}
     config = replace(config, **overrides)
     reporter = make_reporter(ctx)
-    out = keras_model_out(out, f"{model.stem if model.suffix else model.name}.calibrated.keras", "calibrate")
+    out = keras_model_out(out, f"{model_name(model)}.calibrated.keras", "calibrate")
     handle, spec = load_inputs(model, data, target, cli_preprocess=collect_preprocess(kw), reporter=reporter)
     require_keras(handle, "calibrate")
     layers = len(bn_layers(handle.obj))

@@ -38,7 +38,7 @@ def convert(ctx: click.Context, model: Path, fmt: str, precision: str, data: Pat
     from edgeprep.backends import get_backend
     from edgeprep.config.quantize import few_samples_warning
     from edgeprep.data import check_fits, load_data, read_warnings
-    from edgeprep.models import check_model_path, load_model
+    from edgeprep.models import check_model_path, load_model, model_name
     from edgeprep.stages.convert import artifact_out
     from edgeprep.stages.convert import convert as convert_stage
     from edgeprep.targets import load_target
@@ -49,7 +49,7 @@ def convert(ctx: click.Context, model: Path, fmt: str, precision: str, data: Pat
     check_model_path(model)
     if data is None and precision == "int8" and backend.needs_calibration:
         raise InputError(f"{fmt} int8 needs calibration data", "pass --data with representative samples")
-    out, note = artifact_out(out, fmt, model.stem if model.suffix else model.name, precision)
+    out, note = artifact_out(out, fmt, model_name(model), precision)
     if note:
         reporter.info(note)
     with reporter.step(f"Loading {model}"):
@@ -66,7 +66,7 @@ def convert(ctx: click.Context, model: Path, fmt: str, precision: str, data: Pat
     options = target.options_for(fmt) if target else backend.options_type()
     samples = calib_samples or (target.quantize.calibration_samples if target else 500)
     if precision == "int8" and calibration is not None:
-        warning = few_samples_warning(min(samples, calibration.count), calibration.count, calibration.source)
+        warning = few_samples_warning(samples, calibration.count, calibration.source)
         if warning:
             reporter.warn(warning)
     with reporter.step(f"Converting to {fmt} {precision}"):

@@ -41,6 +41,7 @@ def fold(ctx: click.Context, model: Path, out: str | None, data: Path | None, ta
     otherwise the fold is refused (exit code 1) and nothing is written. No BN: "nothing to fold", exit code 0.
     """
     from edgeprep._util import quiet
+    from edgeprep.models import model_name
     from edgeprep.outputs import atomic_path
     from edgeprep.pipeline import load_inputs
     from edgeprep.stages.bn_graph import require_keras
@@ -49,7 +50,7 @@ def fold(ctx: click.Context, model: Path, out: str | None, data: Path | None, ta
 
     target = load_target(target_name) if target_name else None
     reporter = make_reporter(ctx)
-    out = keras_model_out(out, f"{model.stem if model.suffix else model.name}.folded.keras", "fold")
+    out = keras_model_out(out, f"{model_name(model)}.folded.keras", "fold")
     handle, spec = load_inputs(model, data, target, cli_preprocess=collect_preprocess(kw), reporter=reporter)
     require_keras(handle, "fold")
     with reporter.step("Folding BatchNorm"):

@@ -20,8 +20,10 @@ from typing import Literal
 MIN_CALIBRATION_SAMPLES = 100
 
 
-def few_samples_warning(used: int, available: int, source: str) -> str | None:
-    """The one warning every int8 calibration gives (run, convert, quantize) when it uses too few samples."""
+def few_samples_warning(requested: int, available: int, source: str) -> str | None:
+    """The one warning every int8 calibration gives (run, convert, quantize) when it uses too few samples: the
+    ``requested`` number, or all ``available`` when there are fewer."""
+    used = min(requested, available)
     if used >= MIN_CALIBRATION_SAMPLES:
         return None
     return (f"only {used} calibration samples used ({source} has {available}); activation ranges from fewer than "

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from edgeprep.devices.fleet import check_device, combined_report, dir_name, fan_out
 from edgeprep.errors import RuntimeUnavailable
+from edgeprep.models import model_name
 from edgeprep.outputs import run_dir_out, staged_dir
 
 
@@ -67,7 +68,7 @@ def run_fleet(model: Path, targets: list, data: Path | None, out: Path | None, *
     from edgeprep.report.write import write_all
     from edgeprep.stages.convert import open_artifact
 
-    out = run_dir_out(out or Path("runs") / f"{Path(model).stem if Path(model).suffix else Path(model).name}-fleet")
+    out = run_dir_out(out or Path("runs") / f"{model_name(model)}-fleet")
     with staged_dir(out) as staging:
         results, arts, npz = {}, {}, {}
         for t in targets:

@@ -16,7 +16,7 @@ from edgeprep._util import quiet
 from edgeprep.backends import Artifact, get_backend
 from edgeprep.config.quantize import few_samples_warning
 from edgeprep.errors import DataError
-from edgeprep.models import check_model_path, load_model
+from edgeprep.models import check_model_path, load_model, model_name
 from edgeprep.outputs import Discard, atomic_path, publish, run_dir_out, staged_dir
 from edgeprep.pipeline import RunContext, RunResult, load_inputs, write
 from edgeprep.progress import Reporter
@@ -28,8 +28,7 @@ from edgeprep.targets import TargetProfile
 
 
 def default_out_dir(model_path, target: TargetProfile, method: str) -> Path:
-    p = Path(model_path)
-    return Path("runs") / f"{p.stem if p.suffix else p.name}-{target.name}-{method}"
+    return Path("runs") / f"{model_name(model_path)}-{target.name}-{method}"
 
 
 def quantize(model_path, target: TargetProfile, data_path, out_dir=None, *, method: str = "ptq",
