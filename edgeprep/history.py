@@ -3,7 +3,8 @@
 The file is ``$EDGEPREP_HISTORY`` if set, else ``.edgeprep/history.sqlite`` under the current directory (a CI job
 caches that folder between runs). Each run stores its full report with the raw latencies inlined, so any recorded
 run can serve as a baseline (``edgeprep gate --baseline-ref v1.2``), and one row per artifact with the headline
-figures for trends. Commit, tag and branch come from ``$EDGEPREP_COMMIT``/``$EDGEPREP_TAG``, the CI's variables
+figures for trends; its status is the summary's in today's words (an older report's "unverified" artifacts
+count as "unmeasured"). Commit, tag and branch come from ``$EDGEPREP_COMMIT``/``$EDGEPREP_TAG``, the CI's variables
 (GitHub Actions, GitLab CI), or ``git`` in the current directory.
 """
 
@@ -79,6 +80,7 @@ def revision() -> dict:
 
 def record(report: dict, report_path: Path, path: Path | None = None, rev: dict | None = None) -> Path:
     """Add a written report (its raw latencies inlined) to the history; returns the history file."""
+    from edgeprep.report.build import summary_of
     from edgeprep.stages.bench import with_latencies
 
     path = Path(path or default_path())
@@ -92,7 +94,7 @@ def record(report: dict, report_path: Path, path: Path | None = None, rev: dict 
             "INSERT INTO runs (created, command, target, model, model_sha256, commit_sha, tag, branch, status, "
             "report_path, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (report["created"], report["command"], target, model.get("path"), model.get("sha256"), rev["commit"],
-             rev["tag"], rev["branch"], report["summary"]["status"], str(Path(report_path).resolve()),
+             rev["tag"], rev["branch"], summary_of(report)["status"], str(Path(report_path).resolve()),
              json.dumps(full)))
         for a in report["artifacts"]:
             m, b = a.get("metrics") or {}, a.get("bench") or {}

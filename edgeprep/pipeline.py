@@ -31,7 +31,7 @@ from edgeprep.report import artifact_entry, build_report, target_entry
 from edgeprep.report.write import write_all
 from edgeprep.stages.bench import bench_all
 from edgeprep.stages.convert import convert
-from edgeprep.stages.verify import Reference, reference, unverified, verify
+from edgeprep.stages.verify import Reference, reference, unmeasured, verify
 from edgeprep.targets import TargetProfile
 
 
@@ -43,7 +43,11 @@ class RunResult:
 
     @property
     def passed(self) -> bool:
-        return self.report["summary"]["status"] == "passed"
+        """Nothing failed (the exit code is 0): "measured" and "unmeasured" runs are not failures, though they are
+        never reported as passes."""
+        from edgeprep.report.build import exit_ok
+
+        return exit_ok(self.report["summary"])
 
 
 @dataclass
@@ -151,7 +155,7 @@ def verify_all(ctx: RunContext, model: ModelHandle, artifacts: list[Artifact],
         for art in artifacts:
             thresholds = ctx.target.gates.for_precision(art.precision)
             if ref is None:
-                result = unverified(art, "no evaluation data was given (pass --data)", thresholds,
+                result = unmeasured(art, "no evaluation data was given (pass --data)", thresholds,
                                     ctx.artifact_checks)
             elif art.runtime is None:
                 ctx.reporter.warn(f"{art.label}: {art.unavailable_reason}")

@@ -159,7 +159,7 @@ def test_edgeprep_bench_writes_a_report_and_keeps_results_when_one_hangs(arts, t
     assert set(small["bench"]["latency_ms"]) >= {"mean", "std", "min", "p50", "p90", "p99"}
     assert small["bench"]["runner"] == "litert" and small["bench"]["threads"] == 1
     assert small["metrics"]["samples"] == 200 and small["metrics"]["accuracy"] > 0.6
-    assert small["verification"]["status"] == "unverified"           # accuracy only: no float model given
+    assert small["verification"]["status"] == "measured"             # accuracy only: no float model given
     assert wide["bench"] == {**wide["bench"], "status": "error", "kind": "timeout"}
     assert wide["verification"]["status"] == "failed"
     assert json.loads((out / "latencies.json").read_text())["artifacts"].keys() == {"small.int8.tflite"}

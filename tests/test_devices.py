@@ -259,7 +259,8 @@ def test_fleet_bench_runs_devices_in_parallel_and_keeps_results_when_one_is_down
     assert done.returncode == 1, done.stderr
     report = load_report(out)
     fleet = report["fleet"]
-    assert fleet["lanes"] == 4 and [t["status"] for t in fleet["targets"]] == ["ok", "ok", "ok", "error"]
+    # accuracy only (no --model): each device measured, none verified
+    assert fleet["lanes"] == 4 and [t["status"] for t in fleet["targets"]] == ["measured"] * 3 + ["error"]
     assert "cannot reach the device" in fleet["targets"][3]["error"]
     by_device = {a["device"]: a for a in report["artifacts"]}
     for i in range(3):
@@ -294,7 +295,7 @@ def test_fan_out_keeps_one_lane_per_device(tmp_path):
         return {"summary": {"status": "passed"}}, {"machine": "x"}, None
 
     runs, timing = fan_out(targets, work, Reporter(quiet=True))
-    assert timing["lanes"] == 3 and [r.status for r in runs] == ["ok", "ok", "ok", "error"]
+    assert timing["lanes"] == 3 and [r.status for r in runs] == ["verified", "verified", "verified", "error"]
     assert runs[3].error == "d is broken: fix d"
     a, b, c = spans["a"], spans["b"], spans["c"]
     assert b[0] >= a[1] or a[0] >= b[1]                   # this machine and its emulator: one at a time
@@ -371,7 +372,7 @@ def test_run_on_the_emulated_board_and_a_fleet(trained_small, tmp_path, server):
                    "--out", str(tmp_path / "fleet"))
     assert done.returncode == 0, done.stderr
     report = load_report(tmp_path / "fleet")
-    assert [t["status"] for t in report["fleet"]["targets"]] == ["ok", "ok", "ok"]
+    assert [t["status"] for t in report["fleet"]["targets"]] == ["verified", "verified", "verified"]
     assert report["fleet"]["lanes"] == 2
     machines = {a["device"]: a["bench"]["device"]["machine"] for a in report["artifacts"]}
     assert machines == {"emu": "aarch64", "board": os.uname().machine, "here": os.uname().machine}

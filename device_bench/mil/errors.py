@@ -1,4 +1,4 @@
-"""The executor's exceptions. ``UnsupportedOp`` means "not modelled here": the artifact's numerics stay unverified."""
+"""The executor's exceptions. ``UnsupportedOp`` means "not modelled here": the artifact's numerics stay unmeasured."""
 
 from __future__ import annotations
 

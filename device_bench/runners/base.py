@@ -18,7 +18,7 @@ class ArtifactError(RuntimeError):
 
 
 class UnsupportedArtifact(ArtifactError):
-    """The runtime does not implement something the artifact uses (an op): its numerics stay unverified."""
+    """The runtime does not implement something the artifact uses (an op): its numerics stay unmeasured."""
 
 
 @dataclass(frozen=True)

@@ -103,5 +103,5 @@ class CoreMLBackend(Backend):
     def runtime(self, options: CoreMLOptions) -> tuple[str | None, dict, str | None]:
         """Core ML itself runs only on macOS (coremltools' prediction); device_bench has no native Core ML runner,
         so on every host the ML Program runs in edgeprep's reference executor (``device_bench.mil``, numpy).
-        Reports say so in ``executed_by``; an op it does not implement leaves the artifact unverified."""
+        Reports say so in ``executed_by``; an op it does not implement leaves the artifact unmeasured."""
         return "coreml-ref", {}, None

@@ -68,10 +68,12 @@ def collect_preprocess(kw: dict) -> dict:
 
 
 def print_table(report: dict) -> None:
+    """The result table, the reasons for what was not measured, and the verdict: "VERIFIED: ... against N
+    thresholds" only when thresholds were checked and passed, else MEASURED, UNMEASURED or FAILED."""
     from rich.table import Table
 
     from edgeprep.progress import result_console
-    from edgeprep.report.markdown import columns, rows
+    from edgeprep.report.markdown import columns, headline, rows
 
     console = result_console()
     ref = report.get("reference") or {}
@@ -83,7 +85,7 @@ def print_table(report: dict) -> None:
     for i, col in enumerate(cols):
         table.add_column(col, justify="left" if i in (0, len(cols) - 1) else "right", no_wrap=i == 0)
     for r in rows(report, compact=True):
-        style = "red" if r[-1].startswith("failed") else ("yellow" if r[-1] == "unverified" else None)
+        style = "red" if r[-1].startswith("failed") else ("yellow" if r[-1] == "unmeasured" else None)
         table.add_row(*r, style=style)
     console.print(table)
     from rich.markup import escape
@@ -103,6 +105,9 @@ def print_table(report: dict) -> None:
     for t in (report.get("fleet") or {}).get("targets", []):
         if t.get("error"):
             console.print(f"[red]{escape(t['name'])}:[/red] {escape(t['error'])}")
+    word, text = headline(report)
+    colour = {"VERIFIED": "green", "FAILED": "red"}.get(word, "yellow")
+    console.print(f"[bold {colour}]{escape(word)}[/bold {colour}]: {escape(text)}")
 
 
 def keras_model_out(out, default_name: str, command: str):

@@ -67,11 +67,13 @@ def bench(ctx: click.Context, artifacts: tuple[Path, ...], target_name: str | No
     The target's [bench] transport says where: this machine, the ARM64 emulator (make emulator) or a device
     over ssh; a device that cannot be reached is refused up front (exit code 2), or with --targets recorded as
     that device's error while the others run. Exit code 1 when a benchmark failed or timed out (the others are
-    still reported) or a [gates] threshold failed.
+    still reported) or a [gates] threshold failed. Without --data the numerics are "unmeasured"; without a
+    target's [gates] (or without --model, accuracy only) they are "measured", never "verified".
     """
     from edgeprep import history
     from edgeprep.errors import InputError
     from edgeprep.outputs import run_dir_out, staged_dir
+    from edgeprep.report import exit_ok
     from edgeprep.targets import load_target
 
     if target_name and targets_csv:
@@ -103,7 +105,7 @@ def bench(ctx: click.Context, artifacts: tuple[Path, ...], target_name: str | No
         if where:
             click.echo(f"history: {where}")
     click.echo(f"report: {out / 'report.json'}")
-    return EXIT_OK if report["summary"]["status"] == "passed" else EXIT_FAILED_CHECK
+    return EXIT_OK if exit_ok(report["summary"]) else EXIT_FAILED_CHECK
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,7 +273,7 @@ def _bench_each(arts, config, default_threads, prepared: _Prepared, target, root
     from edgeprep.config.gates import Gates
     from edgeprep.report import artifact_entry
     from edgeprep.stages.bench import BenchOutcome, artifact_key, attach, bench_artifact
-    from edgeprep.stages.verify import check, unverified
+    from edgeprep.stages.verify import check, judge, unmeasured
 
     gates = target.gates if target else Gates()
     entries, latencies = [], {}
@@ -287,14 +289,16 @@ def _bench_each(arts, config, default_threads, prepared: _Prepared, target, root
         if values is None:
             why = ("no evaluation data was given (pass --data)" if prepared.npz is None
                    else "the benchmark did not complete")
-            verification = unverified(art, why, thresholds)
+            verification = unmeasured(art, why, thresholds)
         else:
             if values.get("accuracy") is not None and prepared.accuracy is not None:
                 values["accuracy_drop"] = round(100.0 * (prepared.accuracy - values["accuracy"]), 4)
             checks = check(values, thresholds, art.size_bytes)
-            failed = any(not c["passed"] for c in checks)
             has_ref = values.get("agreement") is not None
-            verification = {"status": "failed" if failed else ("verified" if has_ref else "unverified"),
+            status = judge(True, checks)
+            if status == "verified" and not has_ref:    # accuracy alone: nothing compared with the float model
+                status = "measured"
+            verification = {"status": status,
                             "reason": None if has_ref else "no float model was given (--model): accuracy only",
                             "metrics": values, "checks": checks, "executed_by": outcome.bench.get("executed_by")}
         entry = attach(artifact_entry(art, verification, root), outcome)

@@ -150,7 +150,9 @@ def _print(result: dict) -> None:
 
     from edgeprep.progress import result_console
 
-    table = Table(title=f"gate vs {result.get('baseline')}: {result['status'].upper()}", title_justify="left")
+    c = result["counts"]      # never zero checks: a gate with nothing to check is an error (gate.evaluate)
+    table = Table(title=f"gate vs {result.get('baseline')}: {result['status'].upper()} ({c['pass']} passed, "
+                        f"{c['fail']} regressed, {c['error']} could not be judged)", title_justify="left")
     for col in ("artifact", "check", "verdict", "detail"):
         table.add_column(col)
     styles = {"fail": "red", "error": "yellow", "pass": None}

@@ -35,14 +35,15 @@ def verify(ctx: click.Context, model: Path, artifacts: tuple[Path, ...], data: P
 
     Runs each artifact (.tflite, OpenVINO .xml, Core ML .mlpackage) on the evaluation data with the runtime of
     its format and reports top-1 accuracy, top-1 agreement with MODEL and SQNR in dB. Core ML ML Programs run in
-    edgeprep's reference executor (Core ML itself is macOS-only), with a per-layer error. Exit code 1 when an
-    artifact fails a threshold of the target's [gates].
+    edgeprep's reference executor (Core ML itself is macOS-only), with a per-layer error. Each artifact is
+    "verified" against the target's [gates] thresholds, "measured" when no threshold applies (no --target),
+    "unmeasured" when no runtime here can run it, or "failed". Exit code 1 only when an artifact fails a check.
     """
     from edgeprep.config.gates import Gates
     from edgeprep.data import describe
     from edgeprep.outputs import REPORT_KINDS, OutputError, check_replaceable, check_writable_dir
     from edgeprep.pipeline import load_inputs
-    from edgeprep.report import artifact_entry, build_report, target_entry, write_report
+    from edgeprep.report import artifact_entry, build_report, exit_ok, target_entry, write_report
     from edgeprep.stages.convert import open_artifact
     from edgeprep.stages.verify import reference
     from edgeprep.stages.verify import verify as verify_stage
@@ -78,4 +79,4 @@ def verify(ctx: click.Context, model: Path, artifacts: tuple[Path, ...], data: P
     print_table(report)
     if out:
         click.echo(f"report: {write_report(report, out)}")
-    return EXIT_OK if report["summary"]["status"] == "passed" else EXIT_FAILED_CHECK
+    return EXIT_OK if exit_ok(report["summary"]) else EXIT_FAILED_CHECK

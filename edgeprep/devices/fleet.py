@@ -29,7 +29,7 @@ class DeviceRun:
 
     name: str
     dir_name: str
-    status: str = "error"               # ok (every check passed) | failed (a check or benchmark failed) | error
+    status: str = "error"               # its report's summary (verified | measured | unmeasured | failed) | error
     seconds: float = 0.0
     report: dict | None = None
     error: str | None = None
@@ -89,6 +89,12 @@ def check_device(config: BenchConfig | None, runtimes: Iterable[str | None]) -> 
     return {**(found or {}).get("device", {}), **transport.describe()}
 
 
+def lane_status(summary: dict) -> str:
+    """A device's status from its report's summary, in the artifacts' words: "verified" only when every artifact
+    was verified; "measured" or "unmeasured" when nothing failed but something went unchecked; "failed"."""
+    return "verified" if summary["status"] == "passed" else summary["status"]
+
+
 Work = Callable[[object], "tuple[dict, dict | None, str | None]"]
 
 
@@ -114,8 +120,7 @@ def fan_out(targets: list, work: Work, reporter) -> tuple[list[DeviceRun], dict]
             try:
                 run.report, device, run.error = work(t)
                 run.device = device or {}
-                run.status = "error" if run.error else \
-                    ("ok" if run.report["summary"]["status"] == "passed" else "failed")
+                run.status = "error" if run.error else lane_status(run.report["summary"])
             except EdgeprepError as exc:
                 run.error = str(exc)
             except Exception as exc:  # a bug: keep the other devices' results, show the traceback

@@ -31,7 +31,7 @@ def runtimes(target) -> list[str | None]:
 
 def _complete(run_dir: Path, report: dict, target, arts: list, data: Path | None, ref, unavailable: str | None):
     """Benchmark ``arts`` on the target's device and rewrite the run directory's report files with the results."""
-    from edgeprep.report.build import summarize
+    from edgeprep.report.build import settle
     from edgeprep.report.write import write_all
     from edgeprep.stages.bench import (
         BenchOutcome,
@@ -52,7 +52,7 @@ def _complete(run_dir: Path, report: dict, target, arts: list, data: Path | None
         attach(entry, outcome)
         if outcome.ok:
             latencies[artifact_key(entry)] = outcome.latencies_ms
-    report["summary"] = summarize(report["artifacts"])
+    settle(report)      # a failed benchmark added a check: recount, and the summary follows
     report["stages"].append({"name": "bench", "seconds": round(time.perf_counter() - start, 3)})
     write_latencies(run_dir, latencies)
     write_all(report, run_dir)

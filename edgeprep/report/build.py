@@ -37,11 +37,63 @@ def target_entry(target) -> dict | None:
     return None if target is None else {"name": target.name, "source": target.source, "profile": target.to_dict()}
 
 
+# An artifact's verification status (stages.verify.judge) and the summary status it allows, weakest first: the
+# weakest artifact sets the run's status. Reports written before these words read "unverified" for "unmeasured".
+ARTIFACT_STATUSES = ("failed", "unmeasured", "measured", "verified")
+SUMMARY_STATUSES = ("failed", "unmeasured", "measured", "passed")
+LEGACY_STATUSES = {"unverified": "unmeasured"}
+
+
+def checks_count(verification: dict) -> int:
+    """How many checks were evaluated on an artifact (older reports lack ``thresholds_checked``: count them)."""
+    from edgeprep.stages.verify import thresholds_in
+
+    count = verification.get("thresholds_checked")
+    return thresholds_in(verification.get("checks") or []) if count is None else count
+
+
+def artifact_status(verification: dict) -> str:
+    """The artifact's status in today's words, whatever edgeprep wrote it: an older report's ``unverified`` is
+    ``unmeasured``, and its ``verified`` without a single check is ``measured`` (nothing was checked)."""
+    status = LEGACY_STATUSES.get(verification["status"], verification["status"])
+    return "measured" if status == "verified" and not checks_count(verification) else status
+
+
 def summarize(entries: list[dict]) -> dict:
-    statuses = [e["verification"]["status"] for e in entries]
-    failed = statuses.count("failed")
-    return {"status": "failed" if failed else "passed", "artifacts": len(entries),
-            "verified": statuses.count("verified"), "unverified": statuses.count("unverified"), "failed": failed}
+    """The ``summary`` of a report: the weakest artifact's status (a report without artifacts measured nothing)
+    and how many artifacts have each status, with the checks evaluated over all of them."""
+    statuses = [artifact_status(e["verification"]) for e in entries]
+    weakest = min((ARTIFACT_STATUSES.index(s) for s in statuses), default=ARTIFACT_STATUSES.index("unmeasured"))
+    return {"status": SUMMARY_STATUSES[weakest], "artifacts": len(entries),
+            **{s: statuses.count(s) for s in ("verified", "measured", "unmeasured", "failed")},
+            "thresholds_checked": sum(checks_count(e["verification"]) for e in entries)}
+
+
+def settle(report: dict) -> dict:
+    """Recompute what a report derives from its artifacts, after building it or after a stage added checks to an
+    entry (a failed benchmark): each ``verification.thresholds_checked`` and the ``summary``. Returns ``report``."""
+    from edgeprep.stages.verify import thresholds_in
+
+    for entry in report["artifacts"]:
+        entry["verification"]["thresholds_checked"] = thresholds_in(entry["verification"].get("checks") or [])
+    report["summary"] = summarize(report["artifacts"])
+    return report
+
+
+def summary_of(report: dict) -> dict:
+    """A report's summary in today's words: as written, or recomputed from the artifacts of an older report
+    (keeping its ``failed``, which a fleet sets for a device that could not be used)."""
+    summary = report["summary"]
+    if "measured" in summary:
+        return summary
+    fresh = summarize(report["artifacts"])
+    return {**fresh, "status": "failed"} if summary.get("status") == "failed" else fresh
+
+
+def exit_ok(summary: dict) -> bool:
+    """Whether a command exits 0: nothing failed. ``measured`` and ``unmeasured`` are not failures (and are never
+    printed as passes)."""
+    return summary["status"] != "failed"
 
 
 def build_report(*, command: str, model: dict, artifacts: list[dict], target: dict | None = None,
@@ -59,10 +111,10 @@ def build_report(*, command: str, model: dict, artifacts: list[dict], target: di
         "artifacts": artifacts,
         "stages": stages or [],
         "toolchain": toolchain(),
-        "summary": summarize(artifacts),
+        "summary": {},
     }
     report.update(extra or {})
-    return report
+    return settle(report)
 
 
 @lru_cache(maxsize=1)

@@ -12,11 +12,13 @@ import html
 import io
 from pathlib import Path
 
-from edgeprep.report.markdown import columns, rows
+from edgeprep.report.build import artifact_status
+from edgeprep.report.markdown import columns, headline, rows
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
 td:first-child,th:first-child{text-align:left}.fail{background:#fdd}.error{background:#fec}.pass{background:#efe}
+.unchecked{background:#ffd}
 img{max-width:100%;display:block;margin:1em 0}small{color:#666}"""
 
 
@@ -115,6 +117,9 @@ def trend_plot(trend: list[dict]) -> str | None:
     return _png(fig)
 
 
+_ROW_CLASS = {"failed": "fail", "verified": "pass", "measured": "unchecked", "unmeasured": "unchecked"}
+
+
 def _table(head: tuple[str, ...], body: list[tuple], classes: list[str] | None = None) -> str:
     out = ["<table><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in head) + "</tr>"]
     for i, r in enumerate(body):
@@ -129,10 +134,13 @@ def html_report(report: dict, directory: Path, *, baseline: dict | None = None, 
 
     model = (report.get("model") or {}).get("path", "benchmark of existing artifacts")
     target = (report.get("target") or {}).get("name", "")
+    word, text = headline(report)
     parts = [f"<h1>edgeprep report: {html.escape(model)}{' → ' + html.escape(target) if target else ''}</h1>",
-             f"<p><small>{report['created']} · command {report['command']} · schema {report['schema_version']} · "
-             f"status <b>{report['summary']['status']}</b></small></p>",
-             _table(columns(report), rows(report))]
+             f"<p><small>{report['created']} · command {report['command']} · schema "
+             f"{report['schema_version']}</small></p>",
+             f"<p><b>{html.escape(word)}</b>: {html.escape(text)}</p>",
+             _table(columns(report), rows(report), [_ROW_CLASS.get(artifact_status(a["verification"]), "")
+                                                     for a in report["artifacts"]])]
     if gate is not None:
         parts.append(f"<h2>Gate: {gate['status']}</h2>")
         body = [(v["artifact"], v["check"], v["status"], v["detail"]) for v in gate["verdicts"]]

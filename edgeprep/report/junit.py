@@ -2,11 +2,15 @@
 
 A failed check or a regression is a ``<failure>``; a benchmark that could not run or a gate that could not judge
 (missing metric, unreadable baseline) is an ``<error>``, so CI dashboards show both as red but tell them apart.
+An artifact that was measured with no threshold to check, or not measured at all, adds a ``<skipped>`` case
+``numerics`` saying so: it is never a passing test that claims a check.
 """
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+
+from edgeprep.report.build import artifact_status, checks_count
 
 
 def _case(suite: ET.Element, classname: str, name: str, outcome: str, message: str = "") -> None:
@@ -38,8 +42,12 @@ def junit_xml(report: dict, gate: dict | None = None) -> str:
             message = "" if c["passed"] else (c.get("detail") or f"{c['name']}: {c['value']} vs {c['threshold']}")
             failed = "error" if c["name"] == "bench" else "failure"     # a benchmark that did not complete
             _case(suite, label, c["name"], "passed" if c["passed"] else failed, message)
-        if v["status"] == "unverified":
-            _case(suite, label, "numerics", "skipped", v.get("reason") or "unverified")
+        status = artifact_status(v)
+        if status == "unmeasured":
+            _case(suite, label, "numerics", "skipped", f"unmeasured: {v.get('reason') or 'numerics not measured'}")
+        elif status == "measured":
+            message = "measured, no thresholds checked" if not checks_count(v) else "measured, not verified"
+            _case(suite, label, "numerics", "skipped", message + (f": {v['reason']}" if v.get("reason") else ""))
         bench = a.get("bench")
         if bench:
             if bench["status"] == "ok":

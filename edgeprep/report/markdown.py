@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from edgeprep.report.build import artifact_status, checks_count, summary_of
+
 COLUMNS = ("artifact", "size", "vs fp32", "accuracy", "drop (pts)", "agreement", "SQNR dB", "status")
 BENCH_COLUMNS = ("p50 ms", "p99 ms", "load ms", "peak RSS")   # shown when any artifact was benchmarked
 COMPACT = (0, 3)                                               # the bench columns a 120-column terminal shows
@@ -61,16 +63,59 @@ def rows(report: dict, compact: bool = False) -> list[tuple[str, ...]]:
         v = a["verification"]
         key = (a.get("device"), a["format"])
         ratio = f"{a['size_bytes'] / fp32[key]:.3f}×" if key in fp32 else "—"
-        status = v["status"]
-        failed = [c["name"] for c in v.get("checks", []) if not c["passed"]]
-        if failed:
-            status += f" ({', '.join(failed)})"
+        status = status_cell(v)
         name = f"{a['format']} {a['precision']}"
         out.append((f"{a['device']}: {name}" if a.get("device") else name, _size(a["size_bytes"]), ratio,
                     _fmt(m.get("accuracy"), ".4f"), _fmt(m.get("accuracy_drop"), "+.2f"),
                     _fmt(m.get("agreement"), ".4f"), _fmt(m.get("sqnr_db"), ".1f"))
                    + (_bench_cells(a, compact) if benched(report) else ()) + (status,))
     return out
+
+
+def _checks(n: int) -> str:
+    return f"{n} check{'' if n == 1 else 's'}"
+
+
+def status_cell(verification: dict) -> str:
+    """An artifact's status in the table: "verified (4 checks)", "measured (no thresholds)", "unmeasured",
+    "failed (min_agreement)"."""
+    status, n = artifact_status(verification), checks_count(verification)
+    if status == "failed":
+        failed = [c["name"] for c in verification.get("checks", []) if not c["passed"]]
+        return f"failed ({', '.join(failed)})" if failed else "failed"
+    if status == "verified":
+        return f"verified ({_checks(n)})"
+    if status == "measured":
+        return f"measured ({_checks(n) if n else 'no thresholds'})"
+    return status
+
+
+HEADLINE_WORDS = {"passed": "VERIFIED", "measured": "MEASURED", "unmeasured": "UNMEASURED", "failed": "FAILED"}
+
+
+def headline(report: dict) -> tuple[str, str]:
+    """The report's verdict in words, as (status word, sentence): "VERIFIED", "3 artifacts verified against 12
+    thresholds, every one passed." — never a pass for what was not checked."""
+    s = summary_of(report)
+    total, n = s["artifacts"], s.get("thresholds_checked", 0)
+    counts = [(k, s[k]) for k in ("failed", "unmeasured", "measured", "verified") if s.get(k)]
+    if not counts:
+        what = "no artifacts"
+    elif len(counts) == 1:
+        what = f"{total} artifact{'' if total == 1 else 's'} {counts[0][0]}"
+    else:
+        what = ", ".join(f"{c} {k}" for k, c in counts) + f" of {total} artifacts"
+    threshold = f"{n} threshold{'' if n == 1 else 's'}"
+    if s["status"] == "passed":
+        text = f"{what} against {threshold}, every one passed."
+    else:
+        text = f"{what}; {threshold + ' checked' if n else 'no thresholds checked'}"
+        if any(artifact_status(v) == "measured" and not checks_count(v) and not v.get("reason")   # else: why
+               for v in (a["verification"] for a in report["artifacts"])):
+            text += (" (set [gates] in the target to verify)" if report.get("target") or report.get("fleet")
+                     else " (give --target or set [gates] to verify)")
+        text += "."
+    return HEADLINE_WORDS.get(s["status"], s["status"].upper()), text
 
 
 def _batchnorm_lines(report: dict) -> list[str]:
@@ -156,10 +201,9 @@ def markdown_summary(report: dict) -> str:
         lines += ["", EMULATED_NOTE]
     lines += device_metric_lines(report)
     lines += _fleet_lines(report)
-    s = report["summary"]
+    word, text = headline(report)
     tc = report["toolchain"]
-    lines += ["", f"**{s['status'].upper()}**: {s['verified']} verified, {s['unverified']} unverified, "
-                  f"{s['failed']} failed of {s['artifacts']} artifacts.", "",
+    lines += ["", f"**{word}**: {text}", "",
               f"<sub>edgeprep {tc['edgeprep']}, TensorFlow {tc.get('tensorflow')}, LiteRT {tc.get('litert')}, "
               f"OpenVINO {tc.get('openvino')}, coremltools {tc.get('coremltools')}, NNCF {tc.get('nncf')}, "
               f"numpy {tc.get('numpy')} on {tc['os']}, {tc['cpu']['model']}</sub>", ""]

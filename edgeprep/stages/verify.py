@@ -2,7 +2,12 @@
 
 The float reference is computed once per evaluation set and reused for every artifact. Each artifact runs through
 the same ``device_bench`` runner that benchmarks it; artifacts no runtime here can execute are reported
-``unverified`` with the reason, never skipped silently.
+``unmeasured`` with the reason, never skipped silently.
+
+The status of an artifact says what happened (``judge``): ``verified`` — numerics measured and at least one check
+evaluated, every one passed; ``measured`` — numerics measured, no check to pass or fail; ``unmeasured`` — numerics
+not measured (the reason says why; checks that need no execution, like the size, still apply); ``failed`` — a
+check failed.
 """
 
 from __future__ import annotations
@@ -105,16 +110,38 @@ def check(values: dict, thresholds: Thresholds, size_bytes: int) -> list[dict]:
     return found
 
 
-def unverified(artifact: Artifact, reason: str, thresholds: Thresholds,
+# The checks that are thresholds a target sets ([gates]); the others (finite_outputs, the export-integrity checks,
+# a failed benchmark) can fail an artifact but do not verify it against anything the user asked for.
+THRESHOLD_CHECKS = frozenset(("max_accuracy_drop", "min_agreement", "min_sqnr_db", "max_size_bytes"))
+
+
+def thresholds_in(checks: list[dict]) -> int:
+    """How many of ``checks`` are target thresholds."""
+    return sum(1 for c in checks if c["name"] in THRESHOLD_CHECKS)
+
+
+def judge(measured: bool, checks: list[dict]) -> str:
+    """An artifact's verification status from whether its numerics were measured and the checks evaluated on it:
+    ``failed`` when any check failed, else ``unmeasured`` (numerics unknown, whatever passed), ``verified`` (at
+    least one target threshold checked, all passed) or ``measured`` (no threshold to pass or fail)."""
+    if any(not c["passed"] for c in checks):
+        return "failed"
+    if not measured:
+        return "unmeasured"
+    return "verified" if thresholds_in(checks) else "measured"
+
+
+def unmeasured(artifact: Artifact, reason: str, thresholds: Thresholds,
                extra_checks: Sequence[ArtifactCheck] = ()) -> dict:
-    """The verification object of an artifact whose numerics could not be checked, with the reason.
+    """The verification object of an artifact whose numerics were not measured, with the reason.
 
     Checks that need no execution (size, and ``extra_checks`` given no outputs) still apply: failing one fails
-    the artifact.
+    the artifact; passing them leaves it ``unmeasured``.
     """
     checks = check({}, thresholds, artifact.size_bytes) + [c for f in extra_checks for c in f(artifact, None, None)]
-    status = "failed" if any(not c["passed"] for c in checks) else "unverified"
-    return {"status": status, "reason": reason, "metrics": None, "checks": checks}
+    return {"status": judge(False, checks), "reason": reason, "metrics": None, "checks": checks}
+
+
 
 
 def verify(artifact: Artifact, ref: Reference, data: Dataset, thresholds: Thresholds, threads: int | None = None,
@@ -126,12 +153,12 @@ def verify(artifact: Artifact, ref: Reference, data: Dataset, thresholds: Thresh
     per-layer error on a few samples.
     """
     if artifact.runtime is None:
-        return unverified(artifact, artifact.unavailable_reason, thresholds, extra_checks)
+        return unmeasured(artifact, artifact.unavailable_reason, thresholds, extra_checks)
     start = time.perf_counter()
     try:
         outputs, runtime = run_artifact(artifact, data, threads, ref.samples, progress)
     except UnsupportedArtifact as exc:      # e.g. an op the Core ML reference executor does not implement
-        return unverified(artifact, f"numerics unverified: {exc}", thresholds, extra_checks)
+        return unmeasured(artifact, f"numerics not measured: {exc}", thresholds, extra_checks)
     except (ArtifactError, RunnerUnavailable) as exc:
         raise VerificationError(f"{artifact.label}: {exc}") from None
     values = metrics.compare(outputs, ref.outputs, ref.labels)
@@ -143,8 +170,8 @@ def verify(artifact: Artifact, ref: Reference, data: Dataset, thresholds: Thresh
         checks.append({"name": "finite_outputs", "value": bad, "threshold": 0, "passed": False,
                        "detail": f"{bad} of {np.size(outputs)} output values are NaN or infinite"})
     checks += [c for f in extra_checks for c in f(artifact, outputs, ref)]
-    result = {"status": "failed" if any(not c["passed"] for c in checks) else "verified", "reason": None,
-              "metrics": values, "checks": checks, "executed_by": runtime}
+    result = {"status": judge(True, checks), "reason": None, "metrics": values, "checks": checks,
+              "executed_by": runtime}
     if model is not None and artifact.runtime == "coreml-ref":
         from edgeprep.stages.coreml_layers import SAMPLES, layer_errors
 
