@@ -154,6 +154,27 @@ class Dataset:
         labels = None if self.labels is None else self.labels[:n]
         return replace(self, count=n, labels=labels)
 
+    def subset(self, indices: np.ndarray, what: str) -> "Dataset":
+        """The samples at ``indices`` (in that order), named ``<source> [what]``."""
+        indices = np.asarray(indices, dtype=np.int64)
+        read = self.read
+        return replace(self, source=f"{self.source} [{what}]", count=int(indices.size),
+                       read=lambda idx: read(indices[np.asarray(idx, dtype=np.int64)]),
+                       labels=None if self.labels is None else self.labels[indices])
+
+    def digests(self, limit: int = 5000, batch_size: int = 256) -> set[bytes]:
+        """Content digests of the first ``limit`` raw samples (before preprocessing), to find shared samples."""
+        import hashlib
+
+        out: set[bytes] = set()
+        total = min(limit, self.count)
+        for start in range(0, total, batch_size):
+            raw = self.read(np.arange(start, min(start + batch_size, total)))
+            for a in (raw if isinstance(raw, list) else list(raw)):
+                a = np.ascontiguousarray(a)
+                out.add(hashlib.blake2b(a.tobytes() + str(a.shape).encode(), digest_size=16).digest())
+        return out
+
     @property
     def sample_shape(self) -> tuple[int, ...]:
         """Shape of one preprocessed sample (reads one sample)."""
@@ -212,6 +233,40 @@ class DataSpec:
     @property
     def shared(self) -> bool:
         return self.calibration.source == self.evaluation.source
+
+    def overlap(self, limit: int = 5000) -> int:
+        """How many of the (first ``limit``) evaluation samples also appear in the calibration data, by content."""
+        if self.shared:
+            return min(limit, self.evaluation.count)
+        calibration = self.calibration.digests(limit)
+        return sum(1 for d in self.evaluation.digests(limit) if d in calibration)
+
+
+def split_dataset(ds: Dataset, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """(calibration, evaluation): ``fraction`` of the samples held out for evaluation, per class when labelled
+    (so both parts keep the class balance), chosen with a fixed seed so every run splits the same way."""
+    if not 0.0 < fraction < 1.0:
+        raise InputError(f"--split {fraction:g} must be a fraction between 0 and 1 (exclusive)",
+                         "e.g. --split 0.3 holds out 30 % of the samples for evaluation")
+    rng = np.random.default_rng(seed)
+    groups = [np.arange(ds.count)] if ds.labels is None else \
+        [np.flatnonzero(ds.labels == c) for c in np.unique(ds.labels)]
+    held = []
+    for g in groups:
+        k = int(round(fraction * len(g)))
+        if len(g) >= 2:
+            k = min(max(k, 1), len(g) - 1)
+        held.append(rng.permutation(g)[:k])
+    evaluation = np.sort(np.concatenate(held)) if held else np.array([], dtype=np.int64)
+    keep = np.ones(ds.count, dtype=bool)
+    keep[evaluation] = False
+    calibration = np.flatnonzero(keep)
+    if evaluation.size == 0 or calibration.size == 0:
+        raise DataError(f"{ds.source}: {ds.count} samples cannot be split {1 - fraction:.0%} / {fraction:.0%}",
+                        "give more samples, or separate calibration and evaluation data")
+    pct = f"{100 * fraction:g} %"
+    return (ds.subset(calibration, f"calibration split: {calibration.size} samples, {100 - 100 * fraction:g} %"),
+            ds.subset(evaluation, f"evaluation split: {evaluation.size} samples, {pct}"))
 
 
 def load_dataset(path: str | Path, preprocess: Preprocess = Preprocess(),
@@ -412,17 +467,25 @@ class DataManifest:
     preprocess: dict = field(default_factory=dict)
     description: str = ""
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS   # larger images in an image folder are refused
+    split: float | None = None       # one source: hold out this fraction for evaluation (the rest calibrates)
 
     def __post_init__(self) -> None:
+        if self.split is not None and self.evaluation is not None:
+            raise ValueError("split holds evaluation samples out of the calibration data: give either split or "
+                             "evaluation, not both")
+        if self.split is not None and not 0 < self.split < 1:
+            raise ValueError(f"split must be a fraction between 0 and 1, got {self.split}")
         if self.max_image_pixels < 1:
             raise ValueError(f"max_image_pixels must be a positive number of pixels, got {self.max_image_pixels}")
 
 
 def load_data(path: str | Path, *, preprocess_layers: tuple[dict | None, ...] = (),
-              cli_preprocess: dict | None = None, calibration: str | Path | None = None) -> DataSpec:
+              cli_preprocess: dict | None = None, calibration: str | Path | None = None,
+              split: float | None = None) -> DataSpec:
     """Resolve ``--data`` (a manifest or a single source) into calibration and evaluation datasets.
 
     Preprocessing precedence: ``preprocess_layers`` (e.g. the target profile) < the manifest < ``cli_preprocess``.
+    ``split`` (or the manifest's) divides one source into a calibration part and a held-out evaluation part.
     """
     path = Path(path)
     manifest_pre: dict | None = None
@@ -439,12 +502,23 @@ def load_data(path: str | Path, *, preprocess_layers: tuple[dict | None, ...] = 
         calib_path = (path.parent / man.calibration)
         eval_path = (path.parent / man.evaluation) if man.evaluation else calib_path
         manifest_pre, manifest_name, max_pixels = man.preprocess, str(path), man.max_image_pixels
+        if split is None and man.split is not None:
+            split = man.split
+        elif split is not None and man.evaluation:
+            raise InputError(f"--split divides one data source, but {path} already gives separate calibration and "
+                             "evaluation data", "drop --split, or the manifest's evaluation entry")
     else:
         calib_path = eval_path = path
     if calibration is not None:
+        if split is not None:
+            raise InputError("--split and --calib-data both choose the calibration data",
+                             "give one of them: --split divides --data, --calib-data names another source")
         calib_path = Path(calibration)
     pre = preprocess_from(*preprocess_layers, manifest_pre, cli_preprocess)
     ev = load_dataset(eval_path, pre, max_pixels)
+    if split is not None:
+        cal, ev = split_dataset(ev, split)
+        return DataSpec(calibration=cal, evaluation=ev, manifest=manifest_name)
     cal = ev if calib_path == eval_path else load_dataset(calib_path, pre, max_pixels)
     return DataSpec(calibration=cal, evaluation=ev, manifest=manifest_name)
 

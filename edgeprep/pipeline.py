@@ -2,8 +2,12 @@
 
 Data flows one way, one step function per stage:
 
-    load_inputs -> calibrate_and_fold -> convert_all -> verify_all -> bench_all -> write (report.json, summary.md,
-    target.toml)
+    load_inputs -> calibrate_and_fold -> convert_all -> verify_all -> refine_int8 -> bench_all -> write
+    (report.json, summary.md, target.toml)
+
+``edgeprep quantize --method ptq`` is this pipeline with the target's int8 artifacts only and no benchmarks, and
+``edgeprep convert`` runs the same BatchNorm preparation and conversion options, so one model, data and target
+give one int8 artifact whichever command made it.
 
 Each step reads and extends a ``RunContext``; a step that measures something adds its section to
 ``ctx.sections`` (it becomes a top-level key of report.json) and its wall time to ``ctx.stages``.
@@ -18,7 +22,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from edgeprep.backends import Artifact, get_backend
 from edgeprep.config.quantize import few_samples_warning
@@ -59,9 +63,12 @@ class RunContext:
     data: DataSpec | None
     staging: Path
     reporter: Reporter
+    command: str = "run"                                 # the edgeprep command the report is written for
     stages: list[dict] = field(default_factory=list)
     sections: dict = field(default_factory=dict)     # extra top-level report sections, by name
     artifact_checks: list = field(default_factory=list)  # extra checks on every artifact (stages.verify.ArtifactCheck)
+    sanity: dict | None = None                           # the float reference's chance-level diagnosis, if any
+    prepared: Any = None                                 # stages.bn_pipeline.Prepared: what calibrate_and_fold did
 
     @property
     def workdir(self) -> Path:
@@ -81,6 +88,19 @@ def default_out_dir(model_path: str | Path, target: TargetProfile) -> Path:
     return Path("runs") / f"{model_name(model_path)}-{target.name}"
 
 
+def target_options(target: TargetProfile | None, fmt: str, precision: str) -> dict:
+    """Everything ``stages.convert.convert`` takes from a target (or the defaults without one): one place, so
+    ``run``, ``quantize`` and ``convert`` convert with the same options. keep_float = auto converts with nothing
+    kept; the search (``stages.quantize.refine_int8``) re-quantizes afterwards."""
+    from edgeprep.config.quantize import QuantizeConfig
+
+    q = target.quantize if target else QuantizeConfig()
+    options = target.options_for(fmt) if target else get_backend(fmt).options_type()
+    return {"fmt": fmt, "precision": precision, "options": options, "calibration_samples": q.calibration_samples,
+            "quantize": q, "keep_float": () if q.keep_float_auto else q.keep_float,
+            "max_accuracy_drop": target.gates.for_precision("int8").max_accuracy_drop if target else None}
+
+
 def calibrated_int8(target: TargetProfile) -> list[str]:
     """The target's int8 artifacts that need calibration data ("tflite int8"; Core ML's int8 is weights only)."""
     return [f"{f} {p}" for f, p in target.plan() if p == "int8" and get_backend(f).needs_calibration]
@@ -88,36 +108,75 @@ def calibrated_int8(target: TargetProfile) -> list[str]:
 
 def load_inputs(model_path: str | Path, data_path: str | Path | None, target: TargetProfile | None = None, *,
                 calibration_path: str | Path | None = None, cli_preprocess: dict | None = None,
-                reporter: Reporter | None = None) -> tuple[ModelHandle, DataSpec | None]:
-    """Load the model and its data (if any), and refuse data that does not fit the model's input."""
+                reporter: Reporter | None = None, split: float | None = None,
+                calibration_use: str | None = None) -> tuple[ModelHandle, DataSpec | None]:
+    """Load the model and its data (if any), and refuse data that does not fit the model's input.
+
+    ``split`` holds out that fraction of one data source for evaluation (the rest calibrates). ``calibration_use``
+    says what the calibration data will do ("int8 calibration", "QAT fine-tuning", ...): when it is also the
+    evaluation data, a warning says the figures are optimistic and how to separate them."""
     reporter = reporter or Reporter(quiet=True)
     with reporter.step(f"Loading {model_path}"):
         model = load_model(model_path)
     if data_path is None:
         return model, None
     data = load_data(data_path, preprocess_layers=((target.preprocess if target else None),),
-                     cli_preprocess=cli_preprocess, calibration=calibration_path)
+                     cli_preprocess=cli_preprocess, calibration=calibration_path, split=split)
     what = f"the model ({model.path.name})"
     for ds in (data.evaluation,) if data.shared else (data.calibration, data.evaluation):
         check_fits(ds, model.input_shape, what)
         check_labels(ds, model.output_shape, what)       # before any work, not after the conversions
         for warning in read_warnings(ds) + scaling_warnings(ds):
             reporter.warn(warning)
+    if calibration_use:
+        warning = overlap_warning(data, calibration_use)
+        if warning:
+            reporter.warn(warning)
     return model, data
 
 
+def calibration_uses(target: TargetProfile) -> str | None:
+    """What ``run`` uses the calibration data for, or None when it does not use it."""
+    uses = (["BatchNorm re-estimation"] if target.calibrate.enabled else []) + \
+        (["int8 calibration"] if calibrated_int8(target) else []) + \
+        (["the keep-float search"] if target.quantize.keep_float_auto and "int8" in target.precisions else [])
+    return " and ".join(uses) or None
+
+
 def calibrate_and_fold(ctx: RunContext, model: ModelHandle) -> tuple[ModelHandle, ModelHandle]:
-    """BatchNorm before conversion: re-estimate statistics (when the target's [calibrate] says so), then fold.
+    """BatchNorm before conversion: re-estimate statistics (``--calibrate`` or the target's [calibrate]), then fold.
 
     Returns the float reference for verification (recalibrated, unfolded, fp32) and the model to convert (folded).
-    Adds the ``calibration`` and ``fold`` report sections and the export-integrity check of every artifact.
+    Adds the ``calibration`` and ``fold`` report sections and the export-integrity check of every artifact; a
+    recalibrated model is saved in the run directory as ``<model>.calibrated.keras``.
     """
     from edgeprep.stages.bn_pipeline import prepare
     from edgeprep.stages.integrity import ExportIntegrity
 
-    reference_model, to_convert, stale_outputs = prepare(ctx, model)
-    ctx.artifact_checks.append(ExportIntegrity(stale_outputs))
-    return reference_model, to_convert
+    prepared = prepare(model, ctx.target.calibrate, ctx.data, reporter=ctx.reporter,
+                       verify_samples=ctx.target.verify.samples, target_name=f"target '{ctx.target.name}'",
+                       timed=ctx.timed)
+    ctx.sections.update(prepared.sections)
+    ctx.artifact_checks.append(ExportIntegrity(prepared.stale_outputs))
+    if prepared.recalibrated:
+        save_recalibrated(ctx, prepared.reference)
+        line = prepared.accuracy_line()
+        if line:
+            ctx.reporter.info(line)
+            ctx.sections["calibration"]["console"] = line
+    ctx.prepared = prepared
+    return prepared.reference, prepared.to_convert
+
+
+def save_recalibrated(ctx: RunContext, model: ModelHandle) -> None:
+    """The recalibrated (unfolded, float32) Keras model, saved in the run directory for the user to keep."""
+    from edgeprep._util import quiet
+    from edgeprep.outputs import atomic_path
+
+    path = ctx.staging / f"{model.name}.calibrated.keras"
+    with quiet(), atomic_path(path) as tmp:
+        model.obj.save(tmp)
+    ctx.sections["calibration"]["model"] = path.name
 
 
 def convert_all(ctx: RunContext, model: ModelHandle) -> list[Artifact]:
@@ -132,12 +191,9 @@ def convert_all(ctx: RunContext, model: ModelHandle) -> list[Artifact]:
         for fmt, precision in ctx.target.plan():
             name = get_backend(fmt).artifact_name(model.name, precision)
             with ctx.reporter.step(f"Converting to {fmt} {precision}"):
-                artifacts.append(convert(model, fmt, precision, ctx.target.options_for(fmt), ctx.staging / name,
+                artifacts.append(convert(model, out=ctx.staging / name, workdir=ctx.workdir,
                                          calibration=ctx.data.calibration if ctx.data else None,
-                                         calibration_samples=ctx.target.quantize.calibration_samples,
-                                         workdir=ctx.workdir, quantize=ctx.target.quantize,
-                                         keep_float=() if ctx.target.quantize.keep_float_auto
-                                         else ctx.target.quantize.keep_float))
+                                         **target_options(ctx.target, fmt, precision)))
     return artifacts
 
 
@@ -152,6 +208,7 @@ def verify_all(ctx: RunContext, model: ModelHandle, artifacts: list[Artifact],
             n_eval = min(evaluation.count, ctx.target.verify.samples or evaluation.count)
             with ctx.reporter.step("Float reference outputs", total=n_eval) as advance:
                 ref = reference(model, evaluation, n_eval, advance)
+            check_float_reference(ctx, ref)
         for art in artifacts:
             thresholds = ctx.target.gates.for_precision(art.precision)
             if ref is None:
@@ -168,13 +225,44 @@ def verify_all(ctx: RunContext, model: ModelHandle, artifacts: list[Artifact],
     return ref, entries
 
 
+def check_float_reference(ctx: RunContext, ref: Reference) -> None:
+    """Warn, with the likely causes measured, when the float model scores at or near chance on this data: every
+    artifact then "agrees" with a model that is not working, and its figures mean nothing."""
+    from edgeprep.stages.sanity import check_reference
+
+    prepared = ctx.prepared if ctx.prepared is not None and ctx.prepared.recalibrated else None
+    ctx.sanity = check_reference(ref, ctx.model, ctx.data, ctx.reporter,
+                                 telemetry=prepared.telemetry if prepared else None,
+                                 recalibrated=prepared.reference.obj if prepared else None)
+
+
+def overlap_warning(data: DataSpec, use: str) -> str | None:
+    """The warning when the data that calibrates (or fine-tunes) is the data that evaluates."""
+    verb = "use" if " and " in use else "uses"
+    if data.shared:
+        return (f"{use} {verb} the evaluation data itself ({data.evaluation.source}): the reported figures are "
+                "measured on the samples that tuned the artifact and are optimistic; give separate --calib-data, "
+                "a manifest with calibration and evaluation sets, or --split 0.3 to hold out 30 % for evaluation")
+    overlap = data.overlap()
+    if overlap:
+        return (f"{overlap} of the {data.evaluation.count} evaluation samples ({data.evaluation.source}) also appear "
+                f"in the calibration data ({data.calibration.source}), which {use} {verb}: figures on them are "
+                "optimistic; remove the duplicates or use --split on one source")
+    return None
+
+
 def write(ctx: RunContext, entries: list[dict], ref: Reference | None) -> dict:
     data = ctx.data
+    reference_entry = None
+    if ref:
+        reference_entry = ref.describe()
+        if ctx.sanity is not None:
+            reference_entry["sanity"] = ctx.sanity
     report = build_report(
-        command="run", model=ctx.model.describe(), artifacts=entries, target=target_entry(ctx.target),
+        command=ctx.command, model=ctx.model.describe(), artifacts=entries, target=target_entry(ctx.target),
         data=None if data is None else {"calibration": describe(data.calibration),
                                          "evaluation": describe(data.evaluation), "manifest": data.manifest},
-        reference=ref.describe() if ref else None, stages=ctx.stages, extra=ctx.sections)
+        reference=reference_entry, stages=ctx.stages, extra=ctx.sections)
     shutil.rmtree(ctx.staging / ".work", ignore_errors=True)
     (ctx.staging / "target.toml").write_text(f"# resolved profile used for this run (from {ctx.target.source})\n"
                                              + ctx.target.to_toml())
@@ -184,9 +272,12 @@ def write(ctx: RunContext, entries: list[dict], ref: Reference | None) -> dict:
 
 def run(model_path: str | Path, target: TargetProfile, data_path: str | Path | None,
         out_dir: str | Path | None = None, *, calibration_path: str | Path | None = None,
-        cli_preprocess: dict | None = None, reporter: Reporter | None = None, bench: bool = True) -> RunResult:
+        cli_preprocess: dict | None = None, reporter: Reporter | None = None, bench: bool = True,
+        split: float | None = None, command: str = "run", sections: dict | None = None) -> RunResult:
     """Run the target's stages. Without data, int8 is refused up front and nothing can be verified.
-    ``bench=False`` leaves the benchmarks to the caller (a fleet benchmarks its devices in parallel)."""
+    ``bench=False`` leaves the benchmarks to the caller (a fleet benchmarks its devices in parallel).
+    ``command`` and ``sections`` are for commands built on this pipeline (``quantize``): the report's command
+    and extra top-level sections."""
     reporter = reporter or Reporter(quiet=True)
     check_model_path(model_path)
     out_dir = run_dir_out(out_dir or default_out_dir(model_path, target))
@@ -196,15 +287,17 @@ def run(model_path: str | Path, target: TargetProfile, data_path: str | Path | N
             raise DataError(f"target '{target.name}' asks for {', '.join(needs)}, which needs calibration data",
                             "pass --data (a manifest, .npz, .npy or image folder)")
     model, data = load_inputs(model_path, data_path, target, calibration_path=calibration_path,
-                              cli_preprocess=cli_preprocess, reporter=reporter)
+                              cli_preprocess=cli_preprocess, reporter=reporter, split=split,
+                              calibration_use=calibration_uses(target))
     with staged_dir(out_dir) as staging:
-        ctx = RunContext(target, model, data, staging, reporter)
+        ctx = RunContext(target, model, data, staging, reporter, command=command)
+        ctx.sections.update(sections or {})
         reference_model, to_convert = calibrate_and_fold(ctx, model)
         artifacts = convert_all(ctx, to_convert)
         ref, entries = verify_all(ctx, reference_model, artifacts, to_convert)
-        from edgeprep.stages.quantize import annotate_int8  # per-layer error of int8 artifacts
+        from edgeprep.stages.quantize import refine_int8  # per-layer error and keep-float of int8 artifacts
 
-        annotate_int8(ctx, artifacts, entries, to_convert)
+        artifacts = refine_int8(ctx, artifacts, entries, ref, reference_model, to_convert)
         if bench:
             bench_all(ctx, artifacts, entries, ref)
         report = write(ctx, entries, ref)

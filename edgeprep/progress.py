@@ -13,6 +13,7 @@ import time
 from typing import Callable, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 
@@ -41,12 +42,12 @@ class Reporter:
         self.quiet = quiet
 
     def info(self, message: str) -> None:
-        if not self.quiet:
-            console.print(message)
+        if not self.quiet:     # messages are plain text: "[gates.int8]" is a profile table, not rich markup
+            console.print(escape(message))
 
     def warn(self, message: str) -> None:
         if not self.quiet:
-            console.print(f"[yellow]warning:[/yellow] {message}")
+            console.print(f"[yellow]warning:[/yellow] {escape(message)}")
 
     @contextlib.contextmanager
     def step(self, description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
@@ -56,7 +57,7 @@ class Reporter:
             yield lambda n=1: None
             return
         if not console.is_terminal:
-            console.print(f"- {description} ...")
+            console.print(f"- {escape(description)} ...")
             yield lambda n=1: None
             console.print(f"  done in {time.perf_counter() - start:.1f} s")
             return
@@ -66,4 +67,4 @@ class Reporter:
         with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task(description, total=total)
             yield lambda n=1: bar.advance(task, n)
-        console.print(f"[green]✓[/green] {description} [dim]({time.perf_counter() - start:.1f} s)[/dim]")
+        console.print(f"[green]✓[/green] {escape(description)} [dim]({time.perf_counter() - start:.1f} s)[/dim]")

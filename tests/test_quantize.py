@@ -98,7 +98,8 @@ def test_keep_float_search_keeps_worst_layers_up_to_the_limit(tmp_path, small, d
     measure = lambda a: verify(a, ref, ev, Thresholds())  # noqa: E731
     lerr = layers.layer_errors(art, fp.path, ev, 32)
     first = measure(art)
-    chosen, result, rec = layers.keep_float_search(art, first, lerr, int8, measure, max_drop=0.0, max_layers=2)
+    chosen, result, rec = layers.keep_float_search(art, first, lerr, int8, measure, Thresholds(max_accuracy_drop=0.0),
+                                                   max_layers=2)
     assert first["metrics"].get("accuracy_drop") is None and first["metrics"]["agreement"] < 1.0
     assert [t["kept_float"] for t in rec["tried"]] == [[], layers.candidates(lerr)[:1], layers.candidates(lerr)[:2]]
     assert rec["kept_float"] == layers.candidates(lerr)[:2] and not rec["met"] and "agreement" in rec["metric"]

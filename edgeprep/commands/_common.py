@@ -44,6 +44,27 @@ def preprocess_options(f):
     return f
 
 
+def data_options(f):
+    """``--calibrate/--no-calibrate`` and ``--split``: shared by run, quantize and convert."""
+    f = click.option("--split", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), metavar="FRACTION",
+                     help="Hold out FRACTION of --data (per class, fixed seed) for evaluation; the rest calibrates "
+                          "(and fine-tunes). Use it when one folder is all the data you have: otherwise the "
+                          "figures are measured on the samples that tuned the artifact.")(f)
+    f = click.option("--calibrate/--no-calibrate", "recalibrate", default=None,
+                     help="Re-estimate BatchNorm statistics on the calibration data before converting (default: "
+                          "the target's [calibrate] enabled). The recalibrated model is the float reference.")(f)
+    return f
+
+
+def with_calibrate(target, recalibrate: bool | None):
+    """``target`` with ``--calibrate/--no-calibrate`` applied (None: as the profile says)."""
+    from dataclasses import replace
+
+    if recalibrate is None or target.calibrate.enabled == recalibrate:
+        return target
+    return replace(target, calibrate=replace(target.calibrate, enabled=recalibrate))
+
+
 def collect_preprocess(kw: dict) -> dict:
     """Pop the preprocessing options from a command's kwargs into a ``[preprocess]``-shaped dict."""
     out: dict = {}
@@ -156,5 +177,6 @@ def write_json_report(command: str, handle, out, sections: dict, data: dict | No
     return path
 
 
-__all__ = ["EXIT_OK", "EXIT_FAILED_CHECK", "EXIT_ERROR", "EXIT_BUG", "collect_preprocess",
+__all__ = ["EXIT_OK", "EXIT_FAILED_CHECK", "EXIT_ERROR", "EXIT_BUG", "collect_preprocess", "data_options",
+           "with_calibrate",
            "preprocess_options", "print_table", "make_reporter", "keras_model_out", "write_json_report"]

@@ -9,8 +9,10 @@ import click
 from edgeprep.commands._common import (
     EXIT_OK,
     collect_preprocess,
+    data_options,
     make_reporter,
     preprocess_options,
+    with_calibrate,
 )
 from edgeprep.errors import InputError
 
@@ -30,48 +32,77 @@ from edgeprep.errors import InputError
                    "gets that default name inside it; a missing format suffix is added. Only an artifact of the "
                    "same format is ever replaced.")
 @click.option("--calib-samples", type=click.IntRange(min=1), help="Calibration samples for int8 (default 500).")
+@data_options
 @preprocess_options
 @click.pass_context
 def convert(ctx: click.Context, model: Path, fmt: str, precision: str, data: Path | None, target_name: str | None,
-            out: str | None, calib_samples: int | None, **kw) -> int:
-    """Convert MODEL to one deployment format and precision."""
+            out: str | None, calib_samples: int | None, recalibrate: bool | None, split: float | None,
+            **kw) -> int:
+    """Convert MODEL to one deployment format and precision.
+
+    A Keras model has its BatchNorm folded first (and re-estimated with --calibrate), with the target's
+    [quantize] options, exactly as 'edgeprep run' and 'edgeprep quantize' do: the same model, data and target
+    give the same artifact from all three. keep_float = auto is the exception: choosing layers needs evaluation,
+    which 'run' and 'quantize' do; convert then keeps nothing in float and says so.
+    """
+    import dataclasses
+
     from edgeprep.backends import get_backend
+    from edgeprep.config.calibrate import CalibrateConfig
     from edgeprep.config.quantize import few_samples_warning
     from edgeprep.data import check_fits, load_data, read_warnings
     from edgeprep.models import check_model_path, load_model, model_name
+    from edgeprep.pipeline import target_options
+    from edgeprep.stages.bn_pipeline import prepare
     from edgeprep.stages.convert import artifact_out
     from edgeprep.stages.convert import convert as convert_stage
     from edgeprep.targets import load_target
 
-    target = load_target(target_name) if target_name else None
+    target = with_calibrate(load_target(target_name), recalibrate) if target_name else None
+    calibrate_cfg = target.calibrate if target else CalibrateConfig(enabled=bool(recalibrate))
     backend = get_backend(fmt)
     reporter = make_reporter(ctx)
     check_model_path(model)
     if data is None and precision == "int8" and backend.needs_calibration:
         raise InputError(f"{fmt} int8 needs calibration data", "pass --data with representative samples")
+    if data is None and calibrate_cfg.enabled:
+        raise InputError("--calibrate (or the target's [calibrate]) re-estimates BatchNorm statistics from data",
+                         "pass --data, or --no-calibrate")
     out, note = artifact_out(out, fmt, model_name(model), precision)
     if note:
         reporter.info(note)
     with reporter.step(f"Loading {model}"):
         handle = load_model(model)
     backend.check(handle, precision)
-    calibration = None
+    calibration = spec = None
     if data is not None:
         spec = load_data(data, preprocess_layers=((target.preprocess if target else None),),
-                         cli_preprocess=collect_preprocess(kw))
+                         cli_preprocess=collect_preprocess(kw), split=split)
         calibration = spec.calibration
         check_fits(calibration, handle.input_shape, f"the model ({handle.path.name})")
         for warning in read_warnings(calibration):
             reporter.warn(warning)
-    options = target.options_for(fmt) if target else backend.options_type()
-    samples = calib_samples or (target.quantize.calibration_samples if target else 500)
+    opts = target_options(target, fmt, precision)
+    if calib_samples:
+        opts["calibration_samples"] = calib_samples
+        opts["quantize"] = dataclasses.replace(opts["quantize"], calibration_samples=calib_samples)
     if precision == "int8" and calibration is not None:
-        warning = few_samples_warning(samples, calibration.count, calibration.source)
+        warning = few_samples_warning(opts["calibration_samples"], calibration.count, calibration.source)
         if warning:
             reporter.warn(warning)
+    if precision == "int8" and opts["quantize"].keep_float_auto:
+        reporter.warn("keep_float = auto is not applied by convert (choosing the layers needs the evaluation "
+                      "'edgeprep run' or 'edgeprep quantize' does): nothing is kept in float")
+    prepared = prepare(handle, calibrate_cfg, spec, reporter=reporter,
+                       verify_samples=target.verify.samples if target else None,
+                       target_name=f"target '{target.name}'" if target else "--calibrate")
+    if prepared.accuracy_line():
+        reporter.info(prepared.accuracy_line())
+    fold = prepared.sections["fold"]
+    if fold.get("status") == "folded":
+        reporter.info(f"folded {len(fold['folded'])} of {fold['bn_layers']} BatchNorm layers (verified equivalent)")
     with reporter.step(f"Converting to {fmt} {precision}"):
-        art = convert_stage(handle, fmt, precision, options, out, calibration=calibration,
-                            calibration_samples=samples)
+        art = convert_stage(prepared.to_convert, out=out, calibration=calibration, **opts)
     click.echo(f"{art.path}  {art.size_bytes:,} bytes  sha256 {art.sha256[:16]}…  "
                f"weights {art.quantization.get('weights')}, activations {art.quantization.get('activations')}")
     return EXIT_OK

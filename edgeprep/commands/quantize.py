@@ -10,9 +10,11 @@ from edgeprep.commands._common import (
     EXIT_FAILED_CHECK,
     EXIT_OK,
     collect_preprocess,
+    data_options,
     make_reporter,
     preprocess_options,
     print_table,
+    with_calibrate,
 )
 
 
@@ -33,8 +35,9 @@ from edgeprep.commands._common import (
 @click.option("--distill", is_flag=True, help="QAT: train by distillation from the float model even when the "
               "data has labels (the default without labels).")
 @click.option("--keep-float", metavar="auto|LAYER,...",
-              help="Layers kept in float: 'auto' keeps the worst layers until [gates.int8] max_accuracy_drop is "
-                   "met; or node names from the per-layer error report.")
+              help="Layers kept in float: 'auto' keeps the worst layers until every [gates.int8] gate "
+                   "(max_accuracy_drop, min_agreement, min_sqnr_db) is met; or node names from the per-layer "
+                   "error report.")
 @click.option("--calib-samples", type=click.IntRange(min=1), help="Calibration samples (default: [quantize]).")
 @click.option("--strategy", type=click.Choice(["auto", "none", "mirrored", "multiworker"]), default="auto",
               show_default=True, help="QAT distribution: auto = multi-worker when TF_CONFIG names several "
@@ -42,16 +45,23 @@ from edgeprep.commands._common import (
 @click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True,
               help="QAT: data-parallel replicas on this machine (GPUs, else logical CPU devices).")
 @click.option("--steps", type=click.IntRange(min=1), help="QAT: optimizer steps (default: [quantize.qat] epochs).")
+@click.option("--calib-data", type=click.Path(path_type=Path), metavar="PATH",
+              help="Separate calibration (and QAT training) data (default: the manifest's, or --data itself).")
+@data_options
 @preprocess_options
 @click.pass_context
 def quantize(ctx: click.Context, model: Path, method: str, data: Path, target_name: str, out: Path | None,
              labels: bool, distill: bool, keep_float: str | None, calib_samples: int | None, strategy: str,
-             replicas: int, steps: int | None, **kw) -> int:
+             replicas: int, steps: int | None, calib_data: Path | None, recalibrate: bool | None,
+             split: float | None, **kw) -> int:
     """Quantize MODEL to int8 for every format of the target, verify it, and rank its layers by error.
 
     Writes the int8 artifacts, report.json (with each artifact's per-layer SQNR against the float model),
     summary.md and the resolved target.toml; with --method qat also the fine-tuned Keras model
     (<model>.qat.keras) and its activation ranges. Exit code 1 when an artifact fails a [gates.int8] threshold.
+
+    --method ptq is 'edgeprep run' restricted to the target's int8 artifacts, without benchmarks: the same
+    BatchNorm folding (and --calibrate), calibration and options, so the same int8 artifact.
     """
     import dataclasses
 
@@ -67,7 +77,7 @@ def quantize(ctx: click.Context, model: Path, method: str, data: Path, target_na
         from edgeprep.quant.qat.train import make_strategy
 
         strat = make_strategy(strategy, replicas)
-    target = load_target(target_name)
+    target = with_calibrate(load_target(target_name), recalibrate)
     q = target.quantize
     if calib_samples:
         q = dataclasses.replace(q, calibration_samples=calib_samples)
@@ -81,7 +91,7 @@ def quantize(ctx: click.Context, model: Path, method: str, data: Path, target_na
 
     result = run_quantize(model, target, data, out, method=method, labels=labels, distill=distill,
                           keep_float=keep, strategy=strat, cli_preprocess=collect_preprocess(kw),
-                          reporter=make_reporter(ctx))
+                          calibration_path=calib_data, split=split, reporter=make_reporter(ctx))
     if result is None:
         return EXIT_OK
     print_table(result.report)
@@ -92,10 +102,16 @@ def quantize(ctx: click.Context, model: Path, method: str, data: Path, target_na
             click.echo(f"{a['format']} int8 worst layers: {worst}")
         kf = a.get("keep_float")
         if kf:
-            click.echo(f"{a['format']} int8 kept float: {', '.join(kf['kept_float']) or 'none'}"
-                       f" ({'met' if kf['met'] else 'NOT met'}: max drop {kf['max_accuracy_drop']})")
+            from edgeprep.stages.layers import summary
+
+            click.echo(f"{a['format']} int8 {summary(kf)}")
         floats = (a.get("inspection") or {}).get("float_ops")
-        if floats:
-            click.echo(f"{a['format']} int8 float ops left: {floats}")
+        all_int8 = next((c for c in (a.get("verification") or {}).get("checks") or [] if c["name"] == "all_int8"),
+                        None)
+        if floats:   # a QAT artifact's all_int8 check says whether they were meant (layers kept float) or a defect
+            verdict = "" if all_int8 is None else \
+                f" — all_int8 {'passed' if all_int8['passed'] else 'FAILED'}: {all_int8['detail']}"
+            click.echo(f"{a['format']} int8 float ops left: "
+                       f"{', '.join(f'{k} x{v}' for k, v in sorted(floats.items()))}{verdict}")
     click.echo(f"report: {result.out_dir / 'report.json'}")
     return EXIT_OK if result.passed else EXIT_FAILED_CHECK

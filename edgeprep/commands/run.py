@@ -10,9 +10,11 @@ from edgeprep.commands._common import (
     EXIT_FAILED_CHECK,
     EXIT_OK,
     collect_preprocess,
+    data_options,
     make_reporter,
     preprocess_options,
     print_table,
+    with_calibrate,
 )
 
 
@@ -32,10 +34,11 @@ from edgeprep.commands._common import (
 @click.option("-o", "--out", type=click.Path(path_type=Path), metavar="DIR",
               help="Run directory (default: runs/<model>-<target>/): new, empty, or an earlier edgeprep run "
                    "directory, which is replaced only when the run completes. Anything else is refused.")
+@data_options
 @preprocess_options
 @click.pass_context
 def run(ctx: click.Context, model: Path, target_name: str | None, targets_csv: str | None, data: Path | None,
-        calib_data: Path | None, out: Path | None, **kw) -> int:
+        calib_data: Path | None, out: Path | None, recalibrate: bool | None, split: float | None, **kw) -> int:
     """Run every stage the target profile asks for on MODEL.
 
     MODEL is a .keras or .h5 file, a SavedModel directory, or an .onnx file (OpenVINO targets only).
@@ -43,6 +46,10 @@ def run(ctx: click.Context, model: Path, target_name: str | None, targets_csv: s
     resolved target.toml into the run directory. A target whose [bench] runs on another device (the ARM64
     emulator, an ssh board or Mac) has that device checked first (exit code 2 when it cannot be used) and the
     evaluation data run there too. Exit code 1 when an artifact fails a [gates] threshold.
+
+    BatchNorm is always folded before conversion; with --calibrate its statistics are re-estimated first (the
+    console then shows the float top-1 before and after, and <model>.calibrated.keras is saved in the run
+    directory). A float model at or near chance level on the data gets a warning with the likely causes measured.
     """
     from edgeprep.errors import InputError
     from edgeprep.history import try_record
@@ -58,15 +65,17 @@ def run(ctx: click.Context, model: Path, target_name: str | None, targets_csv: s
         from edgeprep.devices.fleet import parse_targets
         from edgeprep.devices.fleet_run import run_fleet
 
-        targets = [load_target(n) for n in parse_targets(targets_csv)]
+        targets = [with_calibrate(load_target(n), recalibrate) for n in parse_targets(targets_csv)]
         report, out_dir, reports = run_fleet(model, targets, data, out, calibration_path=calib_data,
-                                             cli_preprocess=collect_preprocess(kw), reporter=reporter)
+                                             cli_preprocess=collect_preprocess(kw), reporter=reporter, split=split)
         print_table(report)
         for sub in reports:
             try_record(reports[sub], out_dir / sub / "report.json", warn=reporter.warn)
         click.echo(f"report: {out_dir / 'report.json'}")
-        return EXIT_OK if report["summary"]["status"] == "passed" else EXIT_FAILED_CHECK
-    target = load_target(target_name)
+        from edgeprep.report import exit_ok
+
+        return EXIT_OK if exit_ok(report["summary"]) else EXIT_FAILED_CHECK
+    target = with_calibrate(load_target(target_name), recalibrate)
     out = run_dir_out(out or default_out_dir(model, target))     # before the device check and any other work
     if target.bench is not None and target.bench.transport != "local":
         from edgeprep.devices.fleet import check_device
@@ -75,7 +84,7 @@ def run(ctx: click.Context, model: Path, target_name: str | None, targets_csv: s
         with reporter.step(f"Checking the device ({target.bench.transport})"):
             check_device(target.bench, runtimes(target))
     result = run_pipeline(model, target, data, out, calibration_path=calib_data,
-                          cli_preprocess=collect_preprocess(kw), reporter=reporter)
+                          cli_preprocess=collect_preprocess(kw), reporter=reporter, split=split)
     print_table(result.report)
     try_record(result.report, result.out_dir / "report.json", warn=reporter.warn)
     click.echo(f"report: {result.out_dir / 'report.json'}")

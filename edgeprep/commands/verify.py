@@ -63,6 +63,9 @@ def verify(ctx: click.Context, model: Path, artifacts: tuple[Path, ...], data: P
                                                 else spec.evaluation.count))
     with reporter.step("Float reference outputs", total=n) as advance:
         ref = reference(handle, spec.evaluation, n, advance)
+    from edgeprep.stages.sanity import check_reference
+
+    sanity = check_reference(ref, handle, spec, reporter)
     gates = target.gates if target else Gates()
     threads = target.threads if target else None
     root = (out or Path.cwd()).resolve()
@@ -75,7 +78,8 @@ def verify(ctx: click.Context, model: Path, artifacts: tuple[Path, ...], data: P
     report = build_report(command="verify", model=handle.describe(), artifacts=entries,
                           target=target_entry(target),
                           data={"calibration": describe(spec.calibration), "evaluation": describe(spec.evaluation),
-                                "manifest": spec.manifest}, reference=ref.describe())
+                                "manifest": spec.manifest},
+                          reference={**ref.describe(), **({"sanity": sanity} if sanity else {})})
     print_table(report)
     if out:
         click.echo(f"report: {write_report(report, out)}")

@@ -60,7 +60,7 @@ def _complete(run_dir: Path, report: dict, target, arts: list, data: Path | None
 
 
 def run_fleet(model: Path, targets: list, data: Path | None, out: Path | None, *, calibration_path=None,
-              cli_preprocess: dict | None = None, reporter=None):
+              cli_preprocess: dict | None = None, reporter=None, split: float | None = None):
     """Returns the fleet report, the output directory and each target's report by sub-directory name."""
     import numpy as np
 
@@ -74,7 +74,7 @@ def run_fleet(model: Path, targets: list, data: Path | None, out: Path | None, *
         for t in targets:
             reporter.info(f"== {t.name}: convert and verify")
             res = run_pipeline(model, t, data, staging / dir_name(t.name), calibration_path=calibration_path,
-                               cli_preprocess=cli_preprocess, reporter=reporter, bench=False)
+                               cli_preprocess=cli_preprocess, reporter=reporter, bench=False, split=split)
             results[t.name] = res
             arts[t.name] = [open_artifact(res.out_dir / a["path"], t.options_for) for a in res.report["artifacts"]]
             ref = res.reference
@@ -82,7 +82,7 @@ def run_fleet(model: Path, targets: list, data: Path | None, out: Path | None, *
                 from edgeprep.data import load_data
 
                 evaluation = load_data(data, preprocess_layers=(t.preprocess,), cli_preprocess=cli_preprocess,
-                                       calibration=calibration_path).evaluation
+                                       calibration=calibration_path, split=split).evaluation
                 x, y = evaluation.arrays(ref.samples)
                 npz[t.name] = staging / f".{dir_name(t.name)}.device-data.npz"
                 np.savez(npz[t.name], x=x.astype(np.float32), ref=ref.outputs, **({"y": y} if y is not None else {}))

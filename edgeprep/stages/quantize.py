@@ -1,9 +1,12 @@
-"""``edgeprep quantize``: PTQ per target format, or QAT fine-tuning then export; verified, with per-layer error.
+"""``edgeprep quantize``: int8 artifacts for a target by PTQ or QAT, verified, with per-layer error and keep-float.
 
-    load -> (qat: calibrate ranges -> fine-tune -> fine-tuned model) -> int8 artifact per target format
-         -> verify against the original float model -> per-layer error -> keep-float search -> report.json
+    ptq: the ``run`` pipeline with the target's int8 artifacts only and no benchmarks (BatchNorm re-estimation
+         when asked, folding, conversion, verification, per-layer error, keep-float search: one int8 whatever
+         the command)
+    qat: load -> calibrate ranges -> fine-tune (in a child process) -> export per format -> verify against the
+         original float model -> per-layer error -> keep-float search -> report.json
 
-The run directory is assembled under a temporary name and renamed into place when complete (as ``run``).
+``refine_int8`` (per-layer error and the keep-float search of int8 artifacts) is shared by both and by ``run``.
 """
 
 from __future__ import annotations
@@ -11,20 +14,23 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from edgeprep._util import quiet
 from edgeprep.backends import Artifact, get_backend
 from edgeprep.config.quantize import few_samples_warning
 from edgeprep.errors import DataError
-from edgeprep.models import check_model_path, load_model, model_name
+from edgeprep.models import ModelHandle, check_model_path, load_model, model_name
 from edgeprep.outputs import Discard, atomic_path, publish, run_dir_out, staged_dir
-from edgeprep.pipeline import RunContext, RunResult, load_inputs, write
 from edgeprep.progress import Reporter
 from edgeprep.report import artifact_entry
 from edgeprep.stages import layers
 from edgeprep.stages.convert import convert, open_artifact
-from edgeprep.stages.verify import reference, verify
+from edgeprep.stages.verify import Reference, reference, verify
 from edgeprep.targets import TargetProfile
+
+if TYPE_CHECKING:
+    from edgeprep.pipeline import RunContext
 
 
 def default_out_dir(model_path, target: TargetProfile, method: str) -> Path:
@@ -33,23 +39,35 @@ def default_out_dir(model_path, target: TargetProfile, method: str) -> Path:
 
 def quantize(model_path, target: TargetProfile, data_path, out_dir=None, *, method: str = "ptq",
              labels: bool = False, distill: bool = False, keep_float: tuple[str, ...] | None = None,
-             strategy=None, cli_preprocess: dict | None = None, calibration_path=None,
-             reporter: Reporter | None = None) -> RunResult | None:
+             strategy=None, cli_preprocess: dict | None = None, calibration_path=None, split: float | None = None,
+             reporter: Reporter | None = None):
     """Quantize ``model_path`` for every format of ``target``. Returns None on a non-chief QAT worker."""
+    from edgeprep import pipeline
+
     reporter = reporter or Reporter(quiet=True)
     check_model_path(model_path)
-    out_dir = run_dir_out(out_dir or default_out_dir(model_path, target, method))
-    model, data = load_inputs(model_path, data_path, target, calibration_path=calibration_path,
-                              cli_preprocess=cli_preprocess, reporter=reporter)
     cfg = target.quantize
     if keep_float is not None:
         cfg = dataclasses.replace(cfg, keep_float=tuple(keep_float))
+    target = dataclasses.replace(target, quantize=cfg)
+    out_dir = run_dir_out(out_dir or default_out_dir(model_path, target, method))
+    if method == "ptq":
+        section = {"method": "ptq", "calibration_samples": cfg.calibration_samples,
+                   "range_method": cfg.range_method, "notes": []}
+        result = pipeline.run(model_path, dataclasses.replace(target, precisions=("int8",)), data_path, out_dir,
+                              calibration_path=calibration_path, cli_preprocess=cli_preprocess, reporter=reporter,
+                              bench=False, split=split, command="quantize", sections={"quantize": section})
+        return result
+    use = "QAT fine-tuning" + (" and BatchNorm re-estimation" if target.calibrate.enabled else "")
+    model, data = pipeline.load_inputs(model_path, data_path, target, calibration_path=calibration_path,
+                                       cli_preprocess=cli_preprocess, reporter=reporter, split=split,
+                                       calibration_use=use)
     calib = data.calibration
     if labels and not calib.has_labels:
         raise DataError(f"--labels was given but {calib.source} has no labels",
                         "give labelled data (an .npz with y, or one folder per class), or drop --labels to "
                         "fine-tune by distillation from the float model")
-    if method == "qat" and not calib.has_labels and cfg.qat.distill == "never" and not distill:
+    if not calib.has_labels and cfg.qat.distill == "never" and not distill:
         raise DataError(f"{calib.source} has no labels and [quantize.qat] distill = \"never\"",
                         "give labelled data or allow distillation")
     n_cal = min(cfg.calibration_samples, calib.count)
@@ -58,24 +76,21 @@ def quantize(model_path, target: TargetProfile, data_path, out_dir=None, *, meth
     if msg:
         reporter.warn(msg)
         notes.append(msg)
+    if target.calibrate.enabled:
+        notes.append("QAT starts from the model as given: [calibrate] / --calibrate applies to PTQ and run; QAT "
+                     "re-estimates BatchNorm statistics itself while it fine-tunes")
     with staged_dir(out_dir) as staging:
-        ctx = RunContext(target, model, data, staging, reporter)
+        ctx = pipeline.RunContext(target, model, data, staging, reporter, command="quantize")
         section = {"method": method, "calibration_samples": n_cal, "range_method": cfg.range_method,
                    "notes": notes}
-        if method == "qat":
-            built = _qat(ctx, model_path, cfg, labels, distill, strategy, n_cal, section)
-            if built is None:     # a QAT worker that is not the chief: the chief writes the run directory
-                raise Discard
-        else:
-            built = _ptq(ctx, cfg, n_cal)
-        entries, ref = _verify_and_refine(ctx, built, cfg)
+        built = _qat(ctx, model_path, cfg, labels, distill, strategy, n_cal, section)
+        if built is None:     # a QAT worker that is not the chief: the chief writes the run directory
+            raise Discard
+        ref, entries = _verify_qat(ctx, built)
+        refine_int8(ctx, [b.artifact for b in built], entries, ref, model, model, built=built)
         ctx.sections["quantize"] = section
-        report = write(ctx, entries, ref)
-        report["command"] = "quantize"
-        from edgeprep.report import write_report
-
-        write_report(report, staging)
-        return RunResult(out_dir, report)
+        report = pipeline.write(ctx, entries, ref)
+        return pipeline.RunResult(out_dir, report, ref)
     return None
 
 
@@ -88,38 +103,31 @@ class Built:
     requantize: object
 
 
-def _ptq(ctx: RunContext, cfg, n_cal: int) -> list[Built]:
-    model, out = ctx.model, []
-    explicit = () if cfg.keep_float_auto else cfg.keep_float
-    max_drop = ctx.target.gates.for_precision("int8").max_accuracy_drop
-    with ctx.timed("quantize"):
-        for fmt in ctx.target.formats:
-            backend = get_backend(fmt)
-            opts = ctx.target.options_for(fmt)
+def ptq_built(ctx, model: ModelHandle, art: Artifact, artifacts: list[Artifact]) -> Built:
+    """How to measure and re-quantize one int8 artifact that ``pipeline.convert_all`` made from ``model``: its float
+    twin (the fp32 artifact of the same format, converted here when the target has none) and a rebuild with layers
+    kept float that replaces the artifact in the run directory."""
+    from edgeprep.pipeline import target_options
 
-            def build(keep, fmt=fmt, backend=backend, opts=opts, suffix=""):
-                name = backend.artifact_name(model.name + suffix, "int8")
-                path = ctx.staging / name if not suffix else ctx.workdir / name
-                return convert(model, fmt, "int8", opts, path, calibration=ctx.data.calibration,
-                               calibration_samples=n_cal, workdir=ctx.workdir, quantize=cfg, keep_float=keep,
-                               max_accuracy_drop=max_drop)
+    backend = get_backend(art.format)
+    float_path = None
+    if art.format in layers.MEASURED and ctx.target.quantize.layer_error_samples:
+        float_path = next((a.path for a in artifacts if a.format == art.format and a.precision == "fp32"), None)
+        if float_path is None:
+            opts = target_options(ctx.target, art.format, "fp32")
+            float_path = convert(model, out=ctx.workdir / backend.artifact_name(model.name + "-float", "fp32"),
+                                 workdir=ctx.workdir, **opts).path
 
-            with ctx.reporter.step(f"Quantizing to {fmt} int8 (PTQ)"):
-                art = build(explicit)
-            float_path = None
-            if fmt in layers.MEASURED and cfg.layer_error_samples:
-                float_path = convert(model, fmt, "fp32", opts, ctx.workdir / backend.artifact_name(
-                    model.name + "-float", "fp32"), workdir=ctx.workdir).path
-
-            def requantize(keep, build=build, art=art):
-                new = build(keep, suffix=f"-keep{len(keep)}")
-                final = art.path
-                for f in [new.path] + get_backend(new.format).companion_files(new.path):
-                    target = final.parent / (final.name if f == new.path else final.with_suffix(f.suffix).name)
-                    publish(f, target, lambda _p: True, "")    # our own artifact, in our staging directory
-                return dataclasses.replace(_reopen(final, new), quantization=new.quantization, notes=new.notes)
-            out.append(Built(art, float_path, requantize))
-    return out
+    def requantize(keep: tuple[str, ...]) -> Artifact:
+        opts = {**target_options(ctx.target, art.format, "int8"), "keep_float": tuple(keep)}
+        new = convert(model, out=ctx.workdir / backend.artifact_name(f"{model.name}-keep{len(keep)}", "int8"),
+                      calibration=ctx.data.calibration, workdir=ctx.workdir, **opts)
+        final = art.path
+        for f in [new.path] + backend.companion_files(new.path):
+            target = final.parent / (final.name if f == new.path else final.with_suffix(f.suffix).name)
+            publish(f, target, lambda _p: True, "")    # our own artifact, in our staging directory
+        return dataclasses.replace(_reopen(final, new), quantization=new.quantization, notes=new.notes)
+    return Built(art, float_path, requantize)
 
 
 def _reopen(path: Path, like: Artifact) -> Artifact:
@@ -232,39 +240,67 @@ def _layer_of(node: str, names: set[str]) -> str | None:
     return max(hits, key=len) if hits else None
 
 
-def _verify_and_refine(ctx: RunContext, built: list[Built], cfg):
+def _verify_qat(ctx, built: list[Built]) -> tuple[Reference, list[dict]]:
     evaluation = ctx.data.evaluation
     n_eval = min(evaluation.count, ctx.target.verify.samples or evaluation.count)
     with ctx.reporter.step("Float reference outputs", total=n_eval) as advance:
         ref = reference(ctx.model, evaluation, n_eval, advance)
+    from edgeprep.pipeline import check_float_reference
+
+    check_float_reference(ctx, ref)
     thresholds = ctx.target.gates.for_precision("int8")
     entries = []
     with ctx.timed("verify"):
         for b in built:
-            art = b.artifact
+            with ctx.reporter.step(f"Verifying {b.artifact.label} on {ref.samples} samples"):
+                result = verify(b.artifact, ref, evaluation, thresholds, ctx.target.threads,
+                                extra_checks=ctx.artifact_checks)
+            entries.append(artifact_entry(b.artifact, result, ctx.staging))
+    return ref, entries
 
-            def measure(a: Artifact) -> dict:
-                with ctx.reporter.step(f"Verifying {a.label} on {ref.samples} samples"):
-                    return verify(a, ref, evaluation, thresholds, ctx.target.threads)
-            result = measure(art)
+
+def refine_int8(ctx, artifacts: list[Artifact], entries: list[dict], ref: Reference | None,
+                reference_model: ModelHandle, converted: ModelHandle,
+                built: list[Built] | None = None) -> list[Artifact]:
+    """Per-layer error of every int8 artifact (against the float artifact of the same format), and with
+    keep_float = auto the search for the layers to keep in float until every int8 gate is met. Updates ``entries``
+    in place and returns the artifacts (a re-quantized one replaces its original). ``built`` (QAT) supplies the
+    float twins and rebuilds; otherwise they are the PTQ ones of ``ptq_built``."""
+    cfg = ctx.target.quantize
+    out = list(artifacts)
+    targets = [i for i, a in enumerate(artifacts) if a.precision == "int8"]
+    if ctx.data is None or ref is None or not targets or (cfg.layer_error_samples == 0 and not cfg.keep_float_auto):
+        return out
+    evaluation = ctx.data.evaluation
+    thresholds = ctx.target.gates.for_precision("int8")
+
+    def measure(a: Artifact) -> dict:
+        with ctx.reporter.step(f"Verifying {a.label} on {ref.samples} samples"):
+            return verify(a, ref, evaluation, thresholds, ctx.target.threads, extra_checks=ctx.artifact_checks,
+                          model=converted)
+    with ctx.timed("layer_errors"):
+        for i in targets:
+            b = built[targets.index(i)] if built is not None else ptq_built(ctx, converted, artifacts[i], artifacts)
+            art = b.artifact
             with ctx.reporter.step(f"Per-layer error of {art.label}"):
                 lerr = layers.layer_errors(art, b.float_path, evaluation, cfg.layer_error_samples)
             keep = None
             if cfg.keep_float_auto and b.requantize is not None and lerr["status"] == "measured":
-                art, result, keep = _keep_float_auto(ctx, b, art, lerr, measure, thresholds, cfg)
+                art, result, keep = _keep_float_auto(ctx, b, art, lerr, measure, thresholds, cfg, reference_model)
+                ctx.reporter.info(f"{art.label}: {layers.summary(keep)}")
                 if keep["kept_float"]:
-                    ctx.reporter.info(f"{art.label}: kept in float {', '.join(keep['kept_float'])}"
-                                      + ("" if keep["met"] else " (the drop is still above the limit)"))
                     lerr = layers.layer_errors(art, b.float_path, evaluation, cfg.layer_error_samples)
-            entry = artifact_entry(art, result, ctx.staging)
-            entry["layer_errors"] = lerr
+                entries[i].clear()
+                entries[i].update(artifact_entry(art, result, ctx.staging))
+                out[i] = art
+            entries[i]["layer_errors"] = lerr
             if keep is not None:
-                entry["keep_float"] = keep
-            entries.append(entry)
-    return entries, ref
+                entries[i]["keep_float"] = keep
+    return out
 
 
-def _keep_float_auto(ctx: RunContext, b: Built, art: Artifact, lerr: dict, measure, thresholds, cfg):
+def _keep_float_auto(ctx, b: Built, art: Artifact, lerr: dict, measure: Callable, thresholds, cfg,
+                     reference_model: ModelHandle):
     """Choose the layers to keep in float on the calibration data, then measure the choice on the evaluation data.
 
     Choosing on the evaluation data and reporting figures from the same data would flatter the result; only when
@@ -273,13 +309,13 @@ def _keep_float_auto(ctx: RunContext, b: Built, art: Artifact, lerr: dict, measu
     calibration, evaluation = ctx.data.calibration, ctx.data.evaluation
     if ctx.data.shared:
         art, result, keep = layers.keep_float_search(art, measure(art), lerr, b.requantize, measure,
-                                                     thresholds.max_accuracy_drop, cfg.keep_float_max_layers)
+                                                     thresholds, cfg.keep_float_max_layers)
         keep["selected_on"] = f"{evaluation.source} (no separate calibration data: the reported figures are " \
                               "measured on the data that chose the layers)"
         return art, result, keep
     n_sel = min(calibration.count, ctx.target.verify.samples or calibration.count)
     with ctx.reporter.step("Float reference outputs on the calibration data (keep-float search)", total=n_sel) as adv:
-        cal_ref = reference(ctx.model, calibration, n_sel, adv)
+        cal_ref = reference(reference_model, calibration, n_sel, adv)
 
     def on_calibration(a: Artifact) -> dict:
         with ctx.reporter.step(f"Keep-float search: {a.label} on {n_sel} calibration samples"):
@@ -289,28 +325,6 @@ def _keep_float_auto(ctx: RunContext, b: Built, art: Artifact, lerr: dict, measu
         cal_lerr = layers.layer_errors(art, b.float_path, calibration, cfg.layer_error_samples)
     ranking = cal_lerr if cal_lerr["status"] == "measured" else lerr
     art, _, keep = layers.keep_float_search(art, on_calibration(art), ranking, b.requantize, on_calibration,
-                                            thresholds.max_accuracy_drop, cfg.keep_float_max_layers)
+                                            thresholds, cfg.keep_float_max_layers)
     keep["selected_on"] = calibration.source
     return art, measure(art), keep
-
-
-def annotate_int8(ctx: RunContext, artifacts: list[Artifact], entries: list[dict], converted=None) -> None:
-    """For ``edgeprep run``: add the per-layer error of every int8 artifact to its report entry, against the fp32
-    artifact of the same format (or one made from ``converted``, the model the artifacts came from)."""
-    model = converted or ctx.model
-    n = ctx.target.quantize.layer_error_samples
-    int8 = [(art, entry) for art, entry in zip(artifacts, entries) if art.precision == "int8"]
-    if ctx.data is None or n == 0 or not int8:
-        return
-    with ctx.timed("layer_errors"):
-        for art, entry in int8:
-            float_path = None
-            if art.format in layers.MEASURED:
-                backend = get_backend(art.format)
-                float_path = next((a.path for a in artifacts if a.format == art.format and a.precision == "fp32"),
-                                  None) or convert(model, art.format, "fp32", ctx.target.options_for(art.format),
-                                                   ctx.workdir / backend.artifact_name(model.name + "-float",
-                                                                                       "fp32"),
-                                                   workdir=ctx.workdir).path
-            with ctx.reporter.step(f"Per-layer error of {art.label}"):
-                entry["layer_errors"] = layers.layer_errors(art, float_path, ctx.data.evaluation, n)
