@@ -11,11 +11,43 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-# Toolchains print at import time and during conversion. These keep that off the user's terminal unless --debug.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+VERBOSE = False  # set by the CLI's --debug (``set_verbose``): toolchain output then goes to the terminal
 
-VERBOSE = False  # set by the CLI's --debug: toolchain output then goes to the terminal
+# Toolchains print at import time and during conversion. Their log levels keep that off the user's terminal unless
+# --debug, whatever the environment says: a shell with TF_CPP_MIN_LOG_LEVEL=0 (or set but empty) let TensorFlow's
+# INFO lines ("All log messages before absl::InitializeLog() ...", oneDNN, cpu_feature_guard) through. A level the
+# environment sets quieter is kept; with --debug the environment's own values apply.
+_QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "GRPC_VERBOSITY": "ERROR"}
+_INHERITED = {k: os.environ.get(k) for k in _QUIET_ENV}
+
+
+def _quieter(key: str, value: str | None) -> bool:
+    if value is None:
+        return False
+    if key == "TF_CPP_MIN_LOG_LEVEL":
+        return value.strip().isdigit() and int(value) >= int(_QUIET_ENV[key])
+    return value.strip().upper() in ("ERROR", "NONE")
+
+
+def toolchain_env(verbose: bool) -> dict[str, str]:
+    """The toolchains' logging variables for this process and its children: quiet ones, or with ``verbose`` the
+    values the environment gave (the quiet ones where it gave none)."""
+    out = {}
+    for key, quiet_value in _QUIET_ENV.items():
+        given = _INHERITED[key]
+        out[key] = given if given is not None and (verbose or _quieter(key, given)) else quiet_value
+    return out
+
+
+def set_verbose(on: bool) -> None:
+    """--debug on or off: ``VERBOSE`` and the toolchains' log levels (effective for toolchains imported and
+    processes started after this call)."""
+    global VERBOSE
+    VERBOSE = on
+    os.environ.update(toolchain_env(on))
+
+
+set_verbose(False)
 
 
 def files_of(path: Path) -> list[Path]:

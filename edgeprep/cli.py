@@ -45,7 +45,7 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
-    _util.VERBOSE = debug
+    _util.set_verbose(debug)
 
 
 # Every command, registered explicitly. A new command is one module in edgeprep/commands/ and one line here.

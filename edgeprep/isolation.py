@@ -16,8 +16,10 @@ over a pipe.
   child has its own session, so a terminal's Ctrl-C reaches the parent only, and the parent stops the child.
 
 The child's output (toolchain logging) is discarded unless the CLI's ``--debug`` is on: then it goes to the terminal,
-with ``faulthandler``'s Python stack of a crash. The child ends with ``os._exit`` once its result is sent, skipping
-the toolchains' teardown (static destructors are a crash site of their own).
+with ``faulthandler``'s Python stack of a crash, and the toolchains log at the levels the user's environment sets
+(``_util.toolchain_env``); otherwise they start at quiet levels whatever the environment says. The child ends with
+``os._exit`` once its result is sent, skipping the toolchains' teardown (static destructors are a crash site of
+their own).
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ class Child:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         root = str(Path(__file__).resolve().parent.parent)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+        env = {**os.environ, **_util.toolchain_env(_util.VERBOSE),     # quiet toolchains unless --debug
+               "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
         quiet = None if _util.VERBOSE else subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen(
@@ -208,7 +211,7 @@ def _child(rfd: int, wfd: int, parent: int, verbose: bool) -> None:
     faulthandler.enable()
     from edgeprep import _util
 
-    _util.VERBOSE = verbose
+    _util.set_verbose(verbose)     # before the preloads: the toolchains read their log levels at import
     inbox, out = Connection(rfd, writable=False), Connection(wfd, readable=False)
     _channel = out
     sys.path[:] = inbox.recv()

@@ -2,8 +2,11 @@
 
 The float side is the same model converted to the same format at fp32, so both graphs have the same layers after
 the converter's own fusions (Conv+BN+ReLU is one op in both). Layers are paired by aligning the two op sequences
-(op type and output shape, in execution order) — names are used for display and for keep-float, never trusted
-for pairing, because converters rename fused ops and QAT graphs carry extra nodes.
+(op type, TFLite's fused activation, and output shape, in execution order) — names are used for display and for
+keep-float, never trusted for pairing, because converters rename fused ops and QAT graphs carry extra nodes. The
+fused activation is part of the op: a CONV_2D+RELU6 (``relu6(conv + 3)``, a hard-sigmoid with its ``+ 3`` in the
+bias) computes a different tensor than a CONV_2D whose ``+ 3`` and ReLU6 follow as an ADD, and pairing the two
+compares different quantities (about 0 dB whatever the quantization).
 
 TFLite: both interpreters keep every intermediate tensor (``experimental_preserve_all_tensors``), integer tensors
 are dequantized with their scale and zero point. OpenVINO: every compute node's output is added as a model output.
@@ -87,9 +90,10 @@ class _TFLiteGraph:
                               experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         self.it.allocate_tensors()
         self.details = self.it.get_tensor_details()
+        fused = _fused_activations(path_or_bytes)
         self.input = self.it.get_input_details()[0]
         self.dynamic = int(self.input["shape_signature"][0]) == -1
-        self.ops = []
+        self.ops, self.acts = [], []
         for op in self.it._get_ops_details():
             outs = [i for i in op["outputs"] if i >= 0]
             if op["op_name"] in TFLITE_SKIP or not outs:
@@ -98,9 +102,11 @@ class _TFLiteGraph:
             if not (np.issubdtype(t["dtype"], np.floating) or t["dtype"] in (np.int8, np.uint8, np.int16)):
                 continue
             self.ops.append((op["op_name"], outs[0]))
+            self.acts.append(fused[op["index"]] if op["index"] < len(fused) else "NONE")
 
     def tokens(self) -> list[tuple]:
-        return [(name, tuple(int(d) for d in self.details[t]["shape"][1:])) for name, t in self.ops]
+        return [(name, act, tuple(int(d) for d in self.details[t]["shape"][1:]))
+                for (name, t), act in zip(self.ops, self.acts)]
 
     def run(self, x: np.ndarray, tensors: list[int]):
         """Yield, per chunk of ``x``, the float values of ``tensors``."""
@@ -128,6 +134,23 @@ class _TFLiteGraph:
                     v = dequantize(v, TensorSpec("", (), v.dtype.name, float(scale), int(zp)))
                 out.append(v)
             yield out
+
+
+def _fused_activations(path_or_bytes) -> list[str]:
+    """Each operator's fused activation (``NONE``, ``RELU``, ``RELU6``, ...), read from the flatbuffer: the
+    interpreter does not expose builtin options."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    buf = bytes(path_or_bytes) if isinstance(path_or_bytes, (bytes, bytearray)) else Path(path_or_bytes).read_bytes()
+    names = {v: k for k, v in vars(schema.ActivationFunctionType).items() if not k.startswith("_")}
+    graph = schema.Model.GetRootAs(buf, 0).Subgraphs(0)
+    out = []
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        table = op.BuiltinOptions()
+        opts = schema.BuiltinOptionsCreator(op.BuiltinOptionsType(), table) if table is not None else None
+        out.append(names.get(getattr(opts, "fusedActivationFunction", None), "NONE"))
+    return out
 
 
 def tflite_errors(quantized, reference, x: np.ndarray) -> list[LayerError]:

@@ -142,6 +142,7 @@ def _qat(ctx: RunContext, model_path, cfg, labels: bool, distill: bool, strategy
 
     from edgeprep.quant.qat import export, graph, train
     from edgeprep.quant.qat.calibrate import activation_ranges
+    from edgeprep.quant.qat.checks import AllInt8
     from edgeprep.quant.qat.model import QATModel
 
     q = cfg.qat
@@ -173,6 +174,8 @@ def _qat(ctx: RunContext, model_path, cfg, labels: bool, distill: bool, strategy
     qat = QATModel(fresh, ranges, q.ema_decay, state=result.state)
     section["qat"] = {**result.describe(), "weights_checksum": round(checksum, 6),
                       "plan": graph.summary(qat.steps), "config": dataclasses.asdict(q)}
+    # every compute op of the QAT TFLite is int8 (but for layers kept float on purpose), or the artifact fails
+    ctx.artifact_checks.append(AllInt8.from_plan(qat.steps, ctx.target.tflite.float_fallback))
     tuned = export.finetuned_float_model(qat)
     tuned_path = ctx.staging / f"{model.name}.qat.keras"
     with atomic_path(tuned_path) as tmp:

@@ -7,16 +7,26 @@ Each layer is classified by what it becomes in an int8 graph:
                SeparableConv2D is two int8 ops, as TFLite and OpenVINO run it: a depthwise conv, an activation
                quantizer on its output, then the 1x1 pointwise conv (the BN folds into the pointwise one);
 - ``folded``   that BatchNormalization: its arithmetic happens inside the linear step;
-- ``act``      activations; ReLU/ReLU6 right after a linear/add step are fused into it (no quantizer between);
+- ``bias``     ``x + c`` / ``x - c`` of a linear step's output and a scalar constant (a ``keras.ops`` call, as
+               hard-sigmoid's ``x + 3`` in MobileNetV3): converters fold it into that step's bias, so there is no
+               quantizer between them (the float twin and the PTQ graph have one op where a quantizer would make
+               two, and the per-layer error would pair the wrong tensors);
+- ``act``      activations; ReLU/ReLU6 right after a linear/add step (or its ``bias``) are fused into it (no
+               quantizer between);
 - ``same``     ops that keep their input's scale (max-pool, reshape, flatten, dropout, padding): no quantizer;
 - ``quant``    other supported ops (add, concat, mean, multiply, standalone BN, rescaling): output quantized;
 - ``float``    anything else (custom layers, nested models, unsupported configs): run as-is, not quantized,
                listed with the reason. Its output is quantized so the rest of the graph stays int8.
+
+A step whose activation has no int8 kernel in TFLite (ELU) keeps its kind (OpenVINO runs it between FakeQuantize
+nodes) but carries a ``reason`` and is listed under ``kept_float``: TFLite runs that op in float.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+import numpy as np
 
 LINEAR = {"Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "SeparableConv2D", "Dense"}
 SAME_SCALE = {"MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "Flatten", "Reshape", "Dropout", "SpatialDropout1D",
@@ -27,6 +37,11 @@ QUANT = {"Add", "Concatenate", "Multiply", "Subtract", "Average", "AveragePoolin
 ACTIVATIONS = {"relu", "relu6", "softmax", "sigmoid", "tanh", "linear", "silu", "swish", "hard_swish",
                "hard_silu", "elu", "leaky_relu"}
 FUSABLE = {"relu", "relu6"}
+# Activations a conv/dense carries fused in the int8 graph: no int8 tensor between the op and its activation.
+# Any other built-in activation gets a range point on its input (the pre-activation tensor).
+FUSED = FUSABLE | {"linear"}
+# Activations TFLite's converter leaves in float (no int8 kernel), with the reason given in the plan.
+TFLITE_FLOAT = {"elu": "TFLite has no int8 ELU kernel: the ELU runs in float between int8 tensors"}
 # Fixed output ranges TFLite requires for these int8 kernels (scale 1/256 or 1/128).
 FIXED_RANGE = {"softmax": (0.0, 255.0 / 256.0), "sigmoid": (0.0, 255.0 / 256.0), "tanh": (-1.0, 127.0 / 128.0)}
 
@@ -35,11 +50,11 @@ FIXED_RANGE = {"softmax": (0.0, 255.0 / 256.0), "sigmoid": (0.0, 255.0 / 256.0),
 class Step:
     layer: object
     node: object
-    kind: str                       # input, linear, folded, act, same, quant, float
+    kind: str                       # input, linear, folded, bias, act, same, quant, float
     activation: str | None = None   # for act steps, and for linear steps with a built-in activation
     fold: object | None = None      # the BatchNormalization folded into a linear step
     quantize_output: bool = True
-    reason: str | None = None       # why a layer is kept float
+    reason: str | None = None       # why a layer (or, TFLITE_FLOAT, its activation) is kept float
     consumers: list = field(default_factory=list)
 
     @property
@@ -97,6 +112,9 @@ def plan(model) -> list[Step]:
             if id(t) in producer:
                 producer[id(t)].consumers.append(step)
     _fold_and_fuse(steps, producer)
+    for step in steps:
+        if step.kind in ("linear", "act") and step.activation in TFLITE_FLOAT:
+            step.reason = TFLITE_FLOAT[step.activation]
     return steps
 
 
@@ -134,6 +152,23 @@ def _classify(layer, node) -> Step:
     return Step(layer, node, "float", reason=f"layer type {cls} is not handled by the quantizer")
 
 
+def is_bias_constant(step: Step) -> bool:
+    """Is ``step`` ``x + c``, ``c + x`` or ``x - c`` of one tensor and a scalar constant, as a ``keras.ops`` call
+    (not a layer)? Converters fold such a shift into the bias of a conv/dense that feeds it."""
+    import keras
+
+    if type(step.layer).__name__ not in ("Add", "Subtract") or isinstance(step.layer, keras.layers.Layer):
+        return False
+    args, kwargs = step.node.arguments.args, step.node.arguments.kwargs
+    if len(args) != 2 or kwargs or len(step.node.input_tensors) != 1:
+        return False
+    tensor_first = isinstance(args[0], keras.KerasTensor)
+    const = args[1] if tensor_first else args[0]
+    if type(step.layer).__name__ == "Subtract" and not tensor_first:
+        return False        # c - x negates the conv's output: not a bias shift
+    return isinstance(const, (int, float, np.number)) and not isinstance(const, bool)
+
+
 def _fold_and_fuse(steps: list[Step], producer: dict) -> None:
     for step in steps:
         if step.kind != "linear" or step.activation != "linear" or len(step.consumers) != 1:
@@ -142,12 +177,21 @@ def _fold_and_fuse(steps: list[Step], producer: dict) -> None:
         if type(bn.layer).__name__ == "BatchNormalization" and bn.kind == "quant" \
                 and len(bn.node.input_tensors) == 1:
             step.fold, bn.kind, bn.quantize_output = bn.layer, "folded", False
+    tails = {}      # linear step -> the last step converters merge into it (itself, its folded BN, its bias)
+    for step in steps:
+        if step.kind != "linear":
+            continue
+        tail = step.consumers[0] if step.fold is not None else step
+        if step.activation == "linear" and len(tail.consumers) == 1 and tail.consumers[0].kind == "quant" \
+                and is_bias_constant(tail.consumers[0]):
+            tail = tail.consumers[0]
+            tail.kind = "bias"
+            step.quantize_output = False
+        tails[id(step)] = tail
     for step in steps:
         if step.kind not in ("linear", "quant") or step.activation not in (None, "linear"):
             continue
-        tail = step
-        if step.fold is not None:
-            tail = step.consumers[0]
+        tail = tails.get(id(step), step)
         if len(tail.consumers) == 1 and tail.consumers[0].kind == "act" \
                 and tail.consumers[0].activation in FUSABLE and type(step.layer).__name__ in LINEAR | {"Add"}:
             tail.quantize_output = False
@@ -161,5 +205,5 @@ def summary(steps: list[Step]) -> dict:
         "quantized_weights": [s.name for s in steps if s.kind == "linear"],
         "folded_batchnorm": {s.name: s.fold.name for s in steps if s.fold is not None},
         "kept_float": [{"layer": s.name, "type": type(s.layer).__name__, "reason": s.reason}
-                       for s in steps if s.kind == "float"],
+                       for s in steps if s.kind == "float" or s.reason],
     }

@@ -11,7 +11,9 @@ statistics are updated; after the freeze the graph is exactly the inference grap
 
 Activations: ``fake_quant_with_min_max_vars`` with ranges initialised from calibration and tracked by an
 exponential moving average of the (replica-averaged) batch min/max. Softmax/sigmoid/tanh outputs use the fixed
-ranges TFLite's int8 kernels require.
+ranges TFLite's int8 kernels require. Every int8 tensor of the converted graph has a range point — also those
+inside one Keras layer (``inner_points``): a converter keeps an op in float when a tensor it reads or writes has
+no range.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeprep.quant.qat.graph import FIXED_RANGE, Step, plan
+from edgeprep.quant.qat.graph import FIXED_RANGE, FUSED, Step, plan
 
 
 def kernel_kind(layer) -> str:
@@ -32,6 +34,32 @@ def kernel_kind(layer) -> str:
 def mid_point(s: Step) -> str | None:
     """The range point inside a linear step (a SeparableConv2D's depthwise output), or None."""
     return f"{s.name}/depthwise" if kernel_kind(s.layer) == "separable" else None
+
+
+def preact_point(s: Step) -> str | None:
+    """The range point on a linear step's pre-activation output, when its built-in activation is one that int8
+    graphs run as a separate op (swish, hard-swish, leaky ReLU, ELU: the conv's output is an int8 tensor)."""
+    return f"{s.name}/preact" if s.activation not in FUSED and s.activation not in FIXED_RANGE else None
+
+
+def _rescaling_constants(layer) -> tuple[np.ndarray, np.ndarray]:
+    return np.asarray(layer.scale, np.float32), np.asarray(layer.offset, np.float32)
+
+
+def inner_points(s: Step) -> list[str]:
+    """Range points inside one step: the int8 tensors between the ops a converter emits for it. Without them those
+    ops run in float (TFLite keeps an op float when a tensor it reads or writes has no range): a SeparableConv2D's
+    depthwise output, a conv's pre-activation output (``preact_point``), a Rescaling's ``x * scale`` before
+    ``+ offset``, and the running sums of an Average before the division."""
+    cls = type(s.layer).__name__
+    if s.kind == "linear":
+        return [p for p in (mid_point(s), preact_point(s)) if p]
+    if s.kind == "quant" and cls == "Rescaling":
+        scale, offset = _rescaling_constants(s.layer)
+        return [f"{s.name}/scale"] if np.any(scale != 1.0) and np.any(offset != 0.0) else []
+    if s.kind == "quant" and cls == "Average":
+        return [f"{s.name}/sum{k}" for k in range(1, len(s.node.input_tensors))]
+    return []
 
 
 def fold_factors(gamma, beta, mean, var, eps):
@@ -46,7 +74,9 @@ class Mode:
     training: bool = False     # update moving statistics and activation ranges
     batch_stats: bool = False  # fold-aware: use (synchronized) batch statistics with the correction factor
     quantize: bool = True      # False: the same graph in float (reference for per-layer error, teacher)
-    keep: frozenset = frozenset()  # layer names left in float (export-time keep-float)
+    # layer names left in float (export-time keep-float), their output included: TFLite quantizes any op whose
+    # tensors all have ranges, so the op a kept layer feeds reads a float tensor and runs in float too
+    keep: frozenset = frozenset()
     record: bool = False       # keep every range point's float value in ``QATModel.recorded`` (calibration)
     export: bool = False       # weights folded in numpy and embedded as constants, so converters fold them
 
@@ -76,7 +106,7 @@ class QATModel:
                                                                 aggregation=agg, name=f"{bn.name}_{key}")
             if _calibrating:
                 continue
-            for name in ([s.name] if self.quantizes(s) else []) + ([mid_point(s)] if mid_point(s) else []):
+            for name in ([s.name] if self.quantizes(s) else []) + inner_points(s):
                 lo, hi = (state[f"{name}:min"], state[f"{name}:max"]) if state else ranges[name]
                 self.vars[f"{name}:min"] = tf.Variable(np.float32(lo), trainable=False, aggregation=agg)
                 self.vars[f"{name}:max"] = tf.Variable(np.float32(hi), trainable=False, aggregation=agg)
@@ -91,7 +121,7 @@ class QATModel:
             return s.quantize_output or s.activation in FIXED_RANGE
         if s.kind == "act":
             return s.quantize_output and s.activation not in FIXED_RANGE
-        return s.kind in ("quant", "float") and s.quantize_output
+        return s.kind in ("quant", "float", "bias") and s.quantize_output
 
     def prepare_export(self) -> None:
         """Fold every linear step's kernel in numpy, and read the variables of layers run as-is (eagerly), for
@@ -100,7 +130,8 @@ class QATModel:
         self.export_variables = {
             s.name: ([v.numpy() for v in s.layer.trainable_variables],
                      [v.numpy() for v in s.layer.non_trainable_variables])
-            for s in self.steps if s.kind not in ("input", "linear", "folded") and s.layer.variables}
+            for s in self.steps
+            if s.kind not in ("input", "linear", "folded") and getattr(s.layer, "variables", None)}
 
     def state_numpy(self) -> dict[str, np.ndarray]:
         return {k: np.asarray(v.numpy()) for k, v in self.vars.items()}
@@ -150,10 +181,29 @@ class QATModel:
                 self._logits = args[0]
             y = self._call_layer(s, args, kwargs, mode)
             return self._fixed(y, s.activation) if q else y
-        y = self._call_layer(s, args, kwargs, mode)
+        if inner_points(s):      # Rescaling, Average: the ops a converter emits, each int8
+            y = (self._rescaling if type(s.layer).__name__ == "Rescaling" else self._average)(s, args[0], mode, q)
+        else:
+            y = self._call_layer(s, args, kwargs, mode)
         if s.kind == "same" or not s.quantize_output:
             return y
         return self._act_quant(s, y, mode)
+
+    def _rescaling(self, s: Step, x, mode: Mode, q: bool):
+        """``x * scale + offset`` with the product quantized (TFLite emits a MUL and an ADD)."""
+        import tensorflow as tf
+
+        scale, offset = _rescaling_constants(s.layer)
+        y = self._range_point(inner_points(s)[0], tf.cast(x, tf.float32) * tf.constant(scale), mode, q)
+        return y + tf.constant(offset)
+
+    def _average(self, s: Step, xs, mode: Mode, q: bool):
+        """The inputs summed one by one, each running sum quantized, then divided (TFLite: ADDs and a MUL)."""
+        points = inner_points(s)
+        y = xs[0]
+        for name, x in zip(points, xs[1:]):
+            y = self._range_point(name, y + x, mode, q)
+        return y * (1.0 / len(xs))
 
     def _call_layer(self, s: Step, args, kwargs, mode: Mode):
         """A layer run as-is. For export its variables are read as constants (``stateless_call``), so converters
@@ -226,6 +276,8 @@ class QATModel:
             self._logits = y
             out = layer.activation(y)
             return self._fixed(out, act) if q else out
+        if preact_point(s):
+            y = self._range_point(preact_point(s), y, mode, q)
         y = layer.activation(y)
         return self._act_quant(s, y, mode) if s.quantize_output else y
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeprep import isolation
+from edgeprep._util import quiet
 from edgeprep.config.quantize import QATConfig
 from edgeprep.data import Dataset
 from edgeprep.errors import ConfigError
@@ -53,7 +54,15 @@ def make_strategy(kind: str = "auto", replicas: int = 1):
     ``auto``: multi-worker when TF_CONFIG names more than one worker, mirrored over ``replicas`` local devices
     when ``replicas`` > 1, else the default strategy. On a machine without GPUs, mirrored replicas are logical
     CPU devices (useful to exercise the distributed path; no speed-up).
+
+    This is where a QAT command first imports TensorFlow, so its import-time logging (device discovery, CUDA,
+    oneDNN) is silenced here, as ``edgeprep.models`` silences it for the other commands.
     """
+    with quiet():
+        return _make_strategy(kind, replicas)
+
+
+def _make_strategy(kind: str, replicas: int):
     import tensorflow as tf
 
     for gpu in tf.config.list_physical_devices("GPU"):  # take GPU memory as needed: a training child needs its share
