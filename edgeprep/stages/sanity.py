@@ -57,8 +57,8 @@ class ChanceLevel:
     def headline(self, source: str) -> str:
         parts = []
         if self.near_chance:
-            parts.append(f"float top-1 {self.accuracy:.4f} on {self.samples} samples of {source} is at chance "
-                         f"level for {self.classes} classes (chance {self.chance:.4f}, anything below "
+            parts.append(f"float top-1 {self.accuracy:.4f} on {self.samples} samples of {source} is at or near "
+                         f"chance level for {self.classes} classes (chance {self.chance:.4f}, anything below "
                          f"{self.limit:.4f} is near it)")
         if self.collapsed:
             parts.append(f"the float model predicts class {self.top_class} for {100 * self.top_share:.0f} % of "
