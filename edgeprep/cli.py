@@ -76,8 +76,18 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+_received: list[int] = []      # the signals that arrived during this command
+
+
 def _raise_interrupted(signum, _frame):
+    _received.append(signum)
     raise Interrupted(signum)
+
+
+def _swallowed_interrupt() -> Interrupted | None:
+    """The interrupt a toolchain caught and turned into its own error (TFLite's calibrator runs our data generator
+    inside C++ and reports an exception raised there as "'NoneType' object is not callable"): still an interrupt."""
+    return Interrupted(_received[0]) if _received else None
 
 
 @contextlib.contextmanager
@@ -136,12 +146,16 @@ def _os_error(exc: BaseException) -> EdgeprepError | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the click group and turns errors into one line and an exit code."""
+    _received.clear()
     try:
         with _signals_interrupt():
             try:
                 rv = cli.main(args=argv, prog_name="edgeprep", standalone_mode=False)
-            except BaseException:
+            except BaseException as exc:
                 _stop_children()      # nothing edgeprep started outlives the command
+                swallowed = None if isinstance(exc, (KeyboardInterrupt, click.Abort)) else _swallowed_interrupt()
+                if swallowed is not None:
+                    raise swallowed from exc
                 raise
             finally:
                 _accept_children()    # (fan_out has waited for its lanes): a later command may start processes
