@@ -187,6 +187,10 @@ def convert_all(ctx: RunContext, model: ModelHandle) -> list[Artifact]:
         warning = few_samples_warning(ctx.target.quantize.calibration_samples, calib.count, calib.source)
         if warning:
             ctx.reporter.warn(warning)
+        section = ctx.sections.get("quantize")
+        if section is not None:      # edgeprep quantize: the samples actually used, and the warning, in its section
+            section["calibration_samples"] = min(ctx.target.quantize.calibration_samples, calib.count)
+            section["notes"] += [warning] if warning else []
     with ctx.timed("convert"):
         for fmt, precision in ctx.target.plan():
             name = get_backend(fmt).artifact_name(model.name, precision)

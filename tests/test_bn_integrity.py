@@ -155,8 +155,8 @@ def test_run_calibrates_folds_and_checks_every_artifact(trained_small, shifted, 
         assert checks["no_foldable_bn_ops"]["passed"], (a["format"], a["precision"], checks)
         if a["precision"] == "fp32":
             assert checks["bn_statistics_kept"]["passed"] and checks["bn_statistics_kept"]["value"] < 0.01
-        assert a["verification"]["status"] == "verified"
-    assert report["summary"]["status"] == "passed"
+        assert a["verification"]["status"] == "measured"     # integrity checks passed; the profile sets no gates
+    assert report["summary"]["status"] == "measured"
 
 
 @pytest.mark.slow

@@ -372,7 +372,8 @@ def test_run_on_the_emulated_board_and_a_fleet(trained_small, tmp_path, server):
                    "--out", str(tmp_path / "fleet"))
     assert done.returncode == 0, done.stderr
     report = load_report(tmp_path / "fleet")
-    assert [t["status"] for t in report["fleet"]["targets"]] == ["verified", "verified", "verified"]
+    # these profiles set no [gates]: measured, not verified (the export-integrity checks passed)
+    assert [t["status"] for t in report["fleet"]["targets"]] == ["measured", "measured", "measured"]
     assert report["fleet"]["lanes"] == 2
     machines = {a["device"]: a["bench"]["device"]["machine"] for a in report["artifacts"]}
     assert machines == {"emu": "aarch64", "board": os.uname().machine, "here": os.uname().machine}

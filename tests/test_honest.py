@@ -193,6 +193,13 @@ def test_stale_bn_is_diagnosed_and_calibrate_fixes_it(models, tmp_path, cli):
     top1 = float(np.mean(np.argmax(saved.predict(x, verbose=0), 1) == np.load(DATA_DIR / "fashion_mnist_eval.npz")
                          ["y"][:300]))
     assert top1 == pytest.approx(report["reference"]["accuracy"], abs=1e-6)   # it is the float reference
+    # edgeprep calibrate splits one source too: statistics from 75 %, top-1 before/after on the other 25 %
+    proc = cli("calibrate", models["stale"], "--data", models["raw"], "--scale", "0.00392156862745098", "--split",
+               "0.25", "--out", tmp_path / "split.keras")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    split = json.loads((tmp_path / "split.report.json").read_text())
+    assert split["data"]["evaluation"]["samples"] == 100 and split["data"]["calibration"]["samples"] == 300
+    assert split["calibration"]["samples"] == 300 and split["calibration"]["accuracy"]["samples"] == 100
 
 
 # --- calibration data that is the evaluation data -------------------------------------------------------------
