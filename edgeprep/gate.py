@@ -268,6 +268,20 @@ def _same_setup(key: str, bench: dict | None, base: dict | None) -> list[Verdict
     return []
 
 
+def check_recorded(key: str, entry: dict) -> list[Verdict]:
+    """The report's own checks the gate does not recompute (export integrity, finite outputs, QAT's all_int8, a
+    failed benchmark): one failed there fails the gate too. Threshold checks are judged again above, with the
+    gate's thresholds."""
+    from edgeprep.stages.verify import THRESHOLD_CHECKS
+
+    out = []
+    for c in (entry.get("verification") or {}).get("checks") or []:
+        if c["name"] not in THRESHOLD_CHECKS and not c.get("passed"):
+            out.append(Verdict(key, c["name"], "fail", c.get("value"), None, c.get("threshold"),
+                               f"failed in the report: {c.get('detail') or c['name']}"))
+    return out
+
+
 def _key(entry: dict) -> str:
     return Path(entry["path"]).name
 
@@ -303,6 +317,7 @@ def evaluate(report: dict, baseline: dict | None, gates: Gates, latencies: dict[
         verdicts += check_latency(key, latencies.get(key), base_latencies.get(key), t, gates.latency_confidence,
                                   gates.bootstrap_resamples)
         verdicts += check_instructions(key, bench, base_bench, t)
+        verdicts += check_recorded(key, a)
     for key in base_by_key:
         if key not in seen:
             verdicts.append(Verdict(key, "artifacts", "error", detail="in the baseline but missing from the report"))

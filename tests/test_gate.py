@@ -84,6 +84,22 @@ def test_evaluate_fails_closed():
     assert evaluate(unbenched, report, gates, {}, lat)["status"] == "error"
 
 
+
+def test_a_check_that_failed_in_the_report_fails_the_gate():
+    """The gate recomputes the threshold checks; the report's other checks (export integrity, all_int8, finite
+    outputs) it cannot recompute, so one that failed there fails the gate instead of vanishing."""
+    gates = Gates(max_size_growth_pct=5.0)
+    good = _entry("m.tflite")
+    assert evaluate({"artifacts": [good]}, {"artifacts": [good]}, gates, {}, {})["status"] == "passed"
+    bad = {**good, "verification": {"status": "failed", "checks": [
+        {"name": "all_int8", "value": 2, "threshold": 0, "passed": False, "detail": "2 float ops: MUL, ADD"},
+        {"name": "min_agreement", "value": 0.5, "threshold": 0.9, "passed": False}]}}
+    result = evaluate({"artifacts": [bad]}, {"artifacts": [good]}, gates, {}, {})
+    failed = [v for v in result["verdicts"] if v["status"] == "fail"]
+    assert result["status"] == "failed" and [v["check"] for v in failed] == ["all_int8"]   # thresholds: gate's own
+    assert "2 float ops" in failed[0]["detail"]
+
+
 NAN, INF = float("nan"), float("inf")
 
 
