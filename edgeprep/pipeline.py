@@ -242,7 +242,7 @@ def check_float_reference(ctx: RunContext, ref: Reference) -> None:
 
 def overlap_warning(data: DataSpec, use: str) -> str | None:
     """The warning when the data that calibrates (or fine-tunes) is the data that evaluates."""
-    verb = "use" if " and " in use else "uses"
+    verb = "use" if " and " in use.split("(")[0] else "uses"
     if data.shared:
         return (f"{use} {verb} the evaluation data itself ({data.evaluation.source}): the reported figures are "
                 "measured on the samples that tuned the artifact and are optimistic; give separate --calib-data, "

@@ -93,6 +93,12 @@ def convert(ctx: click.Context, model: Path, fmt: str, precision: str, data: Pat
     if precision == "int8" and opts["quantize"].keep_float_auto:
         reporter.warn("keep_float = auto is not applied by convert (choosing the layers needs the evaluation "
                       "'edgeprep run' or 'edgeprep quantize' does): nothing is kept in float")
+    if calibrate_cfg.enabled and spec is not None:
+        from edgeprep.pipeline import overlap_warning
+
+        warning = overlap_warning(spec, "BatchNorm re-estimation (and its before/after top-1)")
+        if warning:
+            reporter.warn(warning)
     prepared = prepare(handle, calibrate_cfg, spec, reporter=reporter,
                        verify_samples=target.verify.samples if target else None,
                        target_name=f"target '{target.name}'" if target else "--calibrate")
