@@ -89,6 +89,21 @@ def trained_small(tmp_path_factory, calib_npz) -> Path:
     return path
 
 
+@pytest.fixture
+def cli(capsys):
+    """The real CLI entry point in this process (TensorFlow is loaded once per test worker, not per command):
+    ``cli(*args)`` returns returncode, stdout and stderr. ``-q``: the progress console holds no captured stream."""
+    from types import SimpleNamespace
+
+    from edgeprep.cli import main
+
+    def call(*args):
+        code = main(["-q", *map(str, args)])
+        captured = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err)
+    return call
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600):
     """Run the real ``edgeprep`` CLI in a subprocess; returns the CompletedProcess (text mode)."""
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}

@@ -91,20 +91,6 @@ def models(tmp_path_factory, calib_npz):
     return {"good": good, "stale": stale, "raw": raw, "raw_trained": raw_trained, "root": root}
 
 
-@pytest.fixture
-def cli(capsys):
-    """The real CLI entry point in this process."""
-    from types import SimpleNamespace
-
-    from edgeprep.cli import main
-
-    def call(*args):
-        code = main(["-q", *map(str, args)])
-        captured = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err)
-    return call
-
-
 def load_target_file(path):
     from edgeprep.targets import load_target
 

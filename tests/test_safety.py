@@ -40,20 +40,6 @@ timeout_seconds = 900.0
 """
 
 
-@pytest.fixture
-def cli(capsys):
-    """The real CLI entry point in this process (TensorFlow is loaded once per test worker, not per command)."""
-    from types import SimpleNamespace
-
-    from edgeprep.cli import main
-
-    def call(*args: str):
-        code = main(["-q", *map(str, args)])     # -q: the progress console holds no captured stream
-        captured = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err)
-    return call
-
-
 def one_line_error(proc, fragment: str) -> str:
     assert proc.returncode == 2, (proc.returncode, proc.stdout[-1500:], proc.stderr[-3000:])
     assert "Traceback" not in proc.stderr

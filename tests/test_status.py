@@ -31,20 +31,6 @@ max_size_bytes = {size}
 SAMPLES = "100"
 
 
-@pytest.fixture
-def cli(capsys):
-    """The real CLI entry point in this process (as in test_safety.py)."""
-    from types import SimpleNamespace
-
-    from edgeprep.cli import main
-
-    def call(*args):
-        code = main(["-q", *map(str, args)])
-        captured = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err)
-    return call
-
-
 @pytest.fixture(scope="module")
 def model_and_artifact(tmp_path_factory):
     from edgeprep.config.formats import TFLiteOptions
