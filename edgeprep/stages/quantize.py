@@ -86,7 +86,7 @@ def quantize(model_path, target: TargetProfile, data_path, out_dir=None, *, meth
         built = _qat(ctx, model_path, cfg, labels, distill, strategy, n_cal, section)
         if built is None:     # a QAT worker that is not the chief: the chief writes the run directory
             raise Discard
-        ref, entries = _verify_qat(ctx, built)
+        ref, entries = pipeline.verify_all(ctx, model, [b.artifact for b in built])
         refine_int8(ctx, [b.artifact for b in built], entries, ref, model, model, built=built)
         ctx.sections["quantize"] = section
         report = pipeline.write(ctx, entries, ref)
@@ -241,25 +241,6 @@ def _layer_of(node: str, names: set[str]) -> str | None:
     parts = [p for seg in node.split(";") for p in seg.split("/")]
     hits = [p for p in parts if p in names]
     return max(hits, key=len) if hits else None
-
-
-def _verify_qat(ctx, built: list[Built]) -> tuple[Reference, list[dict]]:
-    evaluation = ctx.data.evaluation
-    n_eval = min(evaluation.count, ctx.target.verify.samples or evaluation.count)
-    with ctx.reporter.step("Float reference outputs", total=n_eval) as advance:
-        ref = reference(ctx.model, evaluation, n_eval, advance)
-    from edgeprep.pipeline import check_float_reference
-
-    check_float_reference(ctx, ref)
-    thresholds = ctx.target.gates.for_precision("int8")
-    entries = []
-    with ctx.timed("verify"):
-        for b in built:
-            with ctx.reporter.step(f"Verifying {b.artifact.label} on {ref.samples} samples"):
-                result = verify(b.artifact, ref, evaluation, thresholds, ctx.target.threads,
-                                extra_checks=ctx.artifact_checks)
-            entries.append(artifact_entry(b.artifact, result, ctx.staging))
-    return ref, entries
 
 
 def refine_int8(ctx, artifacts: list[Artifact], entries: list[dict], ref: Reference | None,
