@@ -3,7 +3,7 @@
 Importing edgeprep is cheap: toolchains (TensorFlow, LiteRT, OpenVINO, coremltools, NNCF) are imported only by the
 stage or backend that needs them. The public entry points:
 
-    from edgeprep.pipeline import run            # the whole pipeline for one target profile
+    from edgeprep.pipelines.run import run        # the whole pipeline for one target profile
     from edgeprep.targets import load_target      # frozen, validated target profiles
     from edgeprep.models import load_model        # .keras / .h5 / SavedModel / .onnx
     from edgeprep.data import load_data           # manifests, .npz, .npy, image folders

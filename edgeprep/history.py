@@ -81,7 +81,7 @@ def revision() -> dict:
 def record(report: dict, report_path: Path, path: Path | None = None, rev: dict | None = None) -> Path:
     """Add a written report (its raw latencies inlined) to the history; returns the history file."""
     from edgeprep.report.build import summary_of
-    from edgeprep.stages.bench import with_latencies
+    from edgeprep.report.latencies import with_latencies
 
     path = Path(path or default_path())
     rev = rev or revision()

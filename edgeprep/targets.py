@@ -20,8 +20,8 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Literal
 
+from edgeprep.artifact import PRECISIONS
 from edgeprep.backends import FORMATS
-from edgeprep.backends.base import PRECISIONS
 from edgeprep.config import dump_toml, from_mapping, to_mapping
 from edgeprep.config.bench import BenchConfig
 from edgeprep.config.calibrate import CalibrateConfig

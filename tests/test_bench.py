@@ -173,7 +173,7 @@ def test_edgeprep_bench_writes_a_report_and_keeps_results_when_one_hangs(arts, t
 
 @pytest.mark.slow
 def test_run_benchmarks_per_the_target_profile(arts, trained_small, tmp_path, monkeypatch):
-    from edgeprep.pipeline import run
+    from edgeprep.pipelines.run import run
     from edgeprep.report import load_report
     from edgeprep.targets import parse_target
 

@@ -137,7 +137,7 @@ def test_fused_batch_norm_in_a_savedmodel_is_folded_by_the_converters(tmp_path):
 
 @pytest.mark.slow
 def test_run_calibrates_folds_and_checks_every_artifact(trained_small, shifted, tmp_path):  # noqa: F811
-    from edgeprep.pipeline import run
+    from edgeprep.pipelines.run import run
     from edgeprep.targets import parse_target
 
     target = parse_target('name = "bn"\ndescription = "BN stages"\nformats = ["tflite", "openvino"]\n'
@@ -163,7 +163,7 @@ def test_run_calibrates_folds_and_checks_every_artifact(trained_small, shifted, 
 def test_mixed_float16_model_to_an_fp16_target_keeps_bn_in_float32(tmp_path):
     from bn_models import conv_variants, randomize_bn, under_mixed_float16
 
-    from edgeprep.pipeline import run
+    from edgeprep.pipelines.run import run
     from edgeprep.targets import parse_target
 
     model = under_mixed_float16(conv_variants)

@@ -9,10 +9,10 @@ import pytest
 from bn_models import conv_variants, nested, randomize_bn, sequential_conv1d, under_mixed_float16, unfoldable
 from conftest import DATA_DIR, run_cli
 
+from edgeprep.bn.graph import bn_layers
 from edgeprep.config.calibrate import CalibrateConfig
 from edgeprep.data import Dataset
 from edgeprep.errors import DataError
-from edgeprep.stages.bn_graph import bn_layers
 from edgeprep.stages.calibrate import calibrate
 
 
@@ -150,7 +150,7 @@ def test_nan_and_inf_in_calibration_data_are_refused_with_their_count():
 
 
 def test_data_that_does_not_fit_the_model_is_a_clear_error(tmp_path):
-    from edgeprep.pipeline import load_inputs
+    from edgeprep.pipelines.run import load_inputs
 
     conv_variants().save(tmp_path / "m.keras")          # 12x12x3 input; the committed data is 28x28x1
     with pytest.raises(DataError) as info:

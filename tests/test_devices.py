@@ -276,8 +276,8 @@ def test_fleet_bench_runs_devices_in_parallel_and_keeps_results_when_one_is_down
 
 def test_fan_out_keeps_one_lane_per_device(tmp_path):
     """Targets reaching the same hardware take turns; different devices overlap; a failure stays in its lane."""
-    from edgeprep.devices.fleet import fan_out
     from edgeprep.errors import InputError
+    from edgeprep.pipelines.fleet import fan_out
     from edgeprep.progress import Reporter
     from edgeprep.targets import load_target
 

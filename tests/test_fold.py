@@ -9,8 +9,8 @@ import pytest
 from bn_models import conv_variants, nested, no_bn, randomize_bn, sequential_conv1d, under_mixed_float16, unfoldable
 from conftest import EXAMPLE_MODEL, MANIFEST, run_cli
 
+from edgeprep.bn.maths import bn_affine, fold_bn_into_next, fold_bn_params
 from edgeprep.report import validate
-from edgeprep.stages.bn_math import bn_affine, fold_bn_into_next, fold_bn_params
 from edgeprep.stages.fold import FoldConfig, FoldRefused, fold_bn
 
 
@@ -42,7 +42,7 @@ def _outputs(model, x):
 def _bn_count(model):
     import keras
 
-    from edgeprep.stages.bn_graph import walk
+    from edgeprep.bn.graph import walk
     return sum(isinstance(layer, keras.layers.BatchNormalization) for _, layer in walk(model))
 
 

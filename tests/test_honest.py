@@ -119,7 +119,7 @@ def test_chance_level_is_pure_and_honest():
 
 
 def test_misscaled_inputs_are_diagnosed_as_preprocessing(models, tmp_path, cli):
-    from edgeprep.pipeline import run
+    from edgeprep.pipelines.run import run
 
     fp32 = load_target_file(target(tmp_path, "fp32", precisions=("fp32",)))
     # a model trained on 0..255 pixels, given the manifest's [0, 1] pixels: it predicts one class
@@ -146,7 +146,7 @@ def test_misscaled_inputs_are_diagnosed_as_preprocessing(models, tmp_path, cli):
 
 
 def test_stale_bn_is_diagnosed_and_calibrate_fixes_it(models, tmp_path, cli):
-    from edgeprep.pipeline import run
+    from edgeprep.pipelines.run import run
 
     rep = Collect()
     t = target(tmp_path, "fp32", precisions=("fp32",))
@@ -192,7 +192,7 @@ def test_stale_bn_is_diagnosed_and_calibrate_fixes_it(models, tmp_path, cli):
 
 def test_shared_data_is_called_out_and_split_separates(models, tmp_path):
     from edgeprep.data import load_data
-    from edgeprep.pipeline import load_inputs
+    from edgeprep.pipelines.run import load_inputs
 
     rep = Collect()
     load_inputs(models["good"], models["raw"], calibration_use="int8 calibration", reporter=rep)
@@ -255,7 +255,7 @@ def test_run_quantize_and_convert_give_the_same_int8(models, tmp_path, cli):
 def test_failing_gates_and_summary_are_pure():
     from edgeprep.config.gates import Thresholds
     from edgeprep.errors import ConfigError
-    from edgeprep.stages.layers import failing, keep_float_search, summary
+    from edgeprep.stages.keep_float import failing, keep_float_search, summary
 
     result = {"metrics": {"accuracy_drop": 0.3, "agreement": 0.95, "sqnr_db": 25.0}}
     assert failing(result, Thresholds(max_accuracy_drop=1.0)) == []

@@ -9,7 +9,7 @@ import pytest
 from conftest import EXAMPLE_MODEL, MANIFEST, run_cli
 
 from edgeprep._util import files_of, sha256_of
-from edgeprep.pipeline import run
+from edgeprep.pipelines.run import run
 from edgeprep.report import load_report, validate
 from edgeprep.targets import load_target
 

@@ -99,7 +99,7 @@ def _se_rows(layers: list[dict]) -> dict[str, dict]:
 
 
 def _check_layer_report(art: dict, run: Path, method: str) -> None:
-    from edgeprep.quant import layer_error as le
+    from edgeprep.backends import layer_error as le
 
     lerr = art["layer_errors"]
     assert lerr["status"] == "measured", (method, lerr)
@@ -121,7 +121,7 @@ def test_se_model_qat_and_ptq_per_layer_report_all_int8_and_quiet_toolchains(se_
     model: per-layer rows of both paired with the same tensors and the SE layers measured; the QAT TFLite all int8
     and its ``all_int8`` check passing; no toolchain log line on the terminal."""
     from edgeprep.cli import main
-    from edgeprep.quant.qat.checks import AllInt8
+    from edgeprep.qat.checks import AllInt8
     from edgeprep.stages.convert import open_artifact
 
     qat = _cli(*_quantize(se_setup, "qat"), env=LOUD)
@@ -151,9 +151,9 @@ def test_se_model_qat_and_ptq_per_layer_report_all_int8_and_quiet_toolchains(se_
 def _export(tmp_path: Path, model, name: str, keep=frozenset(), method: str = "qat"):
     """A QAT TFLite export of ``model`` (ranges from 32 calibration images, no training) as an Artifact."""
     from edgeprep.data import Dataset
-    from edgeprep.quant.qat import export
-    from edgeprep.quant.qat.calibrate import activation_ranges
-    from edgeprep.quant.qat.model import QATModel
+    from edgeprep.qat import export
+    from edgeprep.qat.model import QATModel
+    from edgeprep.qat.ranges import activation_ranges
     from edgeprep.stages.convert import open_artifact
 
     x = np.load(DATA_DIR / "fashion_mnist_calib.npz")["x"][:32].astype(np.float32)
@@ -171,7 +171,7 @@ def test_all_int8_fails_on_float_ops_not_kept_on_purpose(tmp_path):
     import keras
     from keras import layers
 
-    from edgeprep.quant.qat.checks import AllInt8
+    from edgeprep.qat.checks import AllInt8
 
     keras.utils.set_random_seed(0)
     inp = keras.Input((28, 28, 1), name="image")
@@ -207,9 +207,9 @@ def test_qat_plan_quantizes_every_tensor_of_rescaling_average_and_activations(tm
     import keras
     from keras import layers
 
-    from edgeprep.quant.qat.checks import float_ops
-    from edgeprep.quant.qat.graph import plan
-    from edgeprep.quant.qat.model import inner_points
+    from edgeprep.qat.checks import float_ops
+    from edgeprep.qat.graph import plan
+    from edgeprep.qat.model import inner_points
 
     keras.utils.set_random_seed(0)
     inp = keras.Input((28, 28, 1), name="image")

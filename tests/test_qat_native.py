@@ -130,8 +130,8 @@ def test_layers_kept_float_export_constants_not_variables():
     import keras
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from edgeprep.quant.qat import export
-    from edgeprep.quant.qat.model import QATModel
+    from edgeprep.qat import export
+    from edgeprep.qat.model import QATModel
 
     keras.utils.set_random_seed(0)
     inp = keras.Input((16, 16, 1), name="image")

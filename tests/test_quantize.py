@@ -46,7 +46,7 @@ def _layernorm_model(path):
 
 
 def test_tflite_ptq_range_methods_keep_float_and_float_op_check(tmp_path, small, data):
-    from edgeprep.quant import layer_error
+    from edgeprep.backends import layer_error
 
     work = tmp_path / "work"        # shared: int8 conversions of the same model reuse one calibration
 
@@ -80,7 +80,7 @@ def test_keep_float_search_keeps_worst_layers_up_to_the_limit(tmp_path, small, d
     otherwise int8 model cannot bring to 0, so the search re-quantizes with 1, then 2 layers and says it failed."""
     from edgeprep.config.gates import Thresholds
     from edgeprep.data import load_dataset
-    from edgeprep.stages import layers
+    from edgeprep.stages import keep_float as layers
     from edgeprep.stages.verify import reference, verify
 
     x, _ = data.evaluation.arrays(300)
@@ -109,7 +109,7 @@ def test_keep_float_search_keeps_worst_layers_up_to_the_limit(tmp_path, small, d
 
 
 def test_openvino_ignored_scope_and_accuracy_control(tmp_path, small, data):
-    from edgeprep.quant import layer_error
+    from edgeprep.backends import layer_error
 
     base = convert(small, "openvino", "int8", OpenVINOOptions(), tmp_path / "a.int8.xml",
                    calibration=data.calibration, calibration_samples=100)
@@ -145,9 +145,9 @@ def test_coreml_palettization_and_activation_mark(tmp_path, small):
 def test_qat_plan_folds_bn_and_lists_unhandled_layers(tmp_path, data):
     import keras
 
-    from edgeprep.quant.qat.calibrate import activation_ranges
-    from edgeprep.quant.qat.graph import plan, summary
-    from edgeprep.quant.qat.model import Mode, QATModel
+    from edgeprep.qat.graph import plan, summary
+    from edgeprep.qat.model import Mode, QATModel
+    from edgeprep.qat.ranges import activation_ranges
 
     m = keras.models.load_model(_layernorm_model(tmp_path / "ln.keras"))
     s = summary(plan(m))
@@ -158,8 +158,8 @@ def test_qat_plan_folds_bn_and_lists_unhandled_layers(tmp_path, data):
     x, _ = data.evaluation.arrays(64)
     flt = np.asarray(qat(x, Mode(quantize=False))[0])
     np.testing.assert_allclose(flt, m.predict(x, verbose=0), atol=1e-5)   # folded float graph == the model
-    from edgeprep.quant.qat import export
-    from edgeprep.quant.tflite_ptq import float_ops
+    from edgeprep.backends.tflite.ptq import float_ops
+    from edgeprep.qat import export
 
     flat = export.to_tflite(qat, (28, 28, 1))
     from ai_edge_litert.interpreter import Interpreter
@@ -243,8 +243,8 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import numpy as np
 from edgeprep.config.quantize import QATConfig
 from edgeprep.data import load_data
-from edgeprep.quant.qat import train as T
-from edgeprep.quant.qat.calibrate import activation_ranges
+from edgeprep.qat import train as T
+from edgeprep.qat.ranges import activation_ranges
 import keras
 path, manifest = sys.argv[1], sys.argv[2]
 data = load_data(manifest)

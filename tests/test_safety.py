@@ -458,7 +458,7 @@ def test_an_interrupted_fleet_stops_every_lane_at_once():
     from device_bench.transports.base import accept_new, run_process
     from edgeprep.config.bench import BenchConfig
     from edgeprep.config.device import SSHConfig
-    from edgeprep.devices.fleet import fan_out
+    from edgeprep.pipelines.fleet import fan_out
     from edgeprep.progress import Reporter
 
     targets = [SimpleNamespace(name=f"board{i}", bench=BenchConfig(transport="ssh", ssh=SSHConfig(host=f"b{i}")))

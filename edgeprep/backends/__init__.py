@@ -7,13 +7,13 @@ module, and its toolchain, is imported only when that format is asked for.
 from __future__ import annotations
 
 from device_bench.registry import LazyRegistry
-from edgeprep.backends.base import Artifact, Backend, ConvertRequest, ConvertResult
+from edgeprep.backends.base import Backend
 from edgeprep.errors import RuntimeUnavailable
 
 REGISTRY: LazyRegistry[type[Backend]] = LazyRegistry("format", {
-    "tflite": "edgeprep.backends.tflite",
-    "openvino": "edgeprep.backends.openvino",
-    "coreml": "edgeprep.backends.coreml",
+    "tflite": "edgeprep.backends.tflite.backend",
+    "openvino": "edgeprep.backends.openvino.backend",
+    "coreml": "edgeprep.backends.coreml.backend",
 }, RuntimeUnavailable)
 register = REGISTRY.register
 FORMATS = tuple(REGISTRY.names())
@@ -23,5 +23,4 @@ def get_backend(name: str) -> Backend:
     return REGISTRY.get(name)()
 
 
-__all__ = ["Artifact", "Backend", "ConvertRequest", "ConvertResult", "FORMATS", "REGISTRY", "get_backend",
-           "register"]
+__all__ = ["Backend", "FORMATS", "REGISTRY", "get_backend", "register"]

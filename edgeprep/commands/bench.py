@@ -88,7 +88,7 @@ def bench(ctx: click.Context, artifacts: tuple[Path, ...], target_name: str | No
     out = run_dir_out(out)
     with staged_dir(out) as staging:
         if targets_csv:
-            from edgeprep.devices.fleet import parse_targets
+            from edgeprep.pipelines.fleet import parse_targets
 
             targets = [load_target(n) for n in parse_targets(targets_csv)]
             report, reports = _fleet(targets, overrides, inputs, staging, reporter)
@@ -149,7 +149,7 @@ def _runtimes(plan: _Plan) -> list[str | None]:
 
 def _check_device(plan: _Plan, reporter) -> dict | None:
     """Probe the device before anything is sent there (raises, exit code 2, when it is not usable)."""
-    from edgeprep.devices.fleet import check_device
+    from edgeprep.pipelines.fleet import check_device
 
     if plan.config.transport == "local":
         return None
@@ -161,8 +161,8 @@ def _execute(plan: _Plan, inputs: _Inputs, staging: Path, reporter, unavailable:
              prepared: "_Prepared | None" = None) -> dict:
     """Benchmark every artifact of ``plan`` and write the report files into ``staging``; returns the report."""
     from edgeprep.report import build_report, target_entry
+    from edgeprep.report.latencies import write_latencies
     from edgeprep.report.write import write_all
-    from edgeprep.stages.bench import write_latencies
 
     start = time.perf_counter()
     if prepared is None:
@@ -181,8 +181,8 @@ def _execute(plan: _Plan, inputs: _Inputs, staging: Path, reporter, unavailable:
 
 def _fleet(targets: list, overrides: dict, inputs: _Inputs, staging: Path, reporter):
     """Every target's plan and data in this thread (TensorFlow stays here), then the devices in parallel."""
-    from edgeprep.devices.fleet import combined_report, dir_name, fan_out
     from edgeprep.errors import RuntimeUnavailable
+    from edgeprep.pipelines.fleet import combined_report, dir_name, fan_out
     from edgeprep.progress import Reporter
     from edgeprep.report.write import write_all
 
@@ -226,7 +226,7 @@ def _prepare_data(data, model, arts, target, cli_preprocess, samples, staging, r
     import numpy as np
 
     from edgeprep.data import check_fits, check_labels, describe, load_data, read_warnings
-    from edgeprep.pipeline import load_inputs
+    from edgeprep.pipelines.run import load_inputs
 
     if data is None:
         return _Prepared()
@@ -272,7 +272,8 @@ def _bench_each(arts, config, default_threads, prepared: _Prepared, target, root
     """Benchmark each artifact (or, when the device is ``unavailable``, record that for each) into report entries."""
     from edgeprep.config.gates import Gates
     from edgeprep.report import artifact_entry
-    from edgeprep.stages.bench import BenchOutcome, artifact_key, attach, bench_artifact
+    from edgeprep.report.latencies import artifact_key
+    from edgeprep.stages.bench import BenchOutcome, attach, bench_artifact
     from edgeprep.stages.verify import check, judge, unmeasured
 
     gates = target.gates if target else Gates()

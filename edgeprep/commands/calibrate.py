@@ -50,12 +50,12 @@ def calibrate(ctx: click.Context, model: Path, data: Path, out: str | None, targ
     from dataclasses import replace
 
     from edgeprep._util import quiet
+    from edgeprep.bn.graph import bn_layers, require_keras
     from edgeprep.config.calibrate import CalibrateConfig
     from edgeprep.data import describe
     from edgeprep.models import model_name
     from edgeprep.outputs import atomic_path
-    from edgeprep.pipeline import load_inputs
-    from edgeprep.stages.bn_graph import bn_layers, require_keras
+    from edgeprep.pipelines.run import load_inputs
     from edgeprep.stages.calibrate import calibrate as calibrate_stage
     from edgeprep.stages.calibrate import copy_statistics
     from edgeprep.targets import load_target
@@ -98,8 +98,8 @@ def calibrate(ctx: click.Context, model: Path, data: Path, out: str | None, targ
 def print_telemetry(telemetry) -> None:
     from rich.table import Table
 
+    from edgeprep.bn.telemetry import TABLE_COLUMNS, summary_line, table_rows
     from edgeprep.progress import result_console
-    from edgeprep.stages.bn_telemetry import TABLE_COLUMNS, summary_line, table_rows
 
     console = result_console()
     table = Table(title="BatchNorm telemetry", title_justify="left")

@@ -52,10 +52,9 @@ def convert(ctx: click.Context, model: Path, fmt: str, precision: str, data: Pat
     from edgeprep.config.quantize import few_samples_warning
     from edgeprep.data import check_fits, load_data, read_warnings
     from edgeprep.models import check_model_path, load_model, model_name
-    from edgeprep.pipeline import target_options
-    from edgeprep.stages.bn_pipeline import prepare
-    from edgeprep.stages.convert import artifact_out
+    from edgeprep.stages.convert import artifact_out, target_options
     from edgeprep.stages.convert import convert as convert_stage
+    from edgeprep.stages.prepare import prepare
     from edgeprep.targets import load_target
 
     target = with_calibrate(load_target(target_name), recalibrate) if target_name else None
@@ -94,7 +93,7 @@ def convert(ctx: click.Context, model: Path, fmt: str, precision: str, data: Pat
         reporter.warn("keep_float = auto is not applied by convert (choosing the layers needs the evaluation "
                       "'edgeprep run' or 'edgeprep quantize' does): nothing is kept in float")
     if calibrate_cfg.enabled and spec is not None:
-        from edgeprep.pipeline import overlap_warning
+        from edgeprep.pipelines.run import overlap_warning
 
         warning = overlap_warning(spec, "BatchNorm re-estimation (and its before/after top-1)")
         if warning:

@@ -41,10 +41,10 @@ def fold(ctx: click.Context, model: Path, out: str | None, data: Path | None, ta
     otherwise the fold is refused (exit code 1) and nothing is written. No BN: "nothing to fold", exit code 0.
     """
     from edgeprep._util import quiet
+    from edgeprep.bn.graph import require_keras
     from edgeprep.models import model_name
     from edgeprep.outputs import atomic_path
-    from edgeprep.pipeline import load_inputs
-    from edgeprep.stages.bn_graph import require_keras
+    from edgeprep.pipelines.run import load_inputs
     from edgeprep.stages.fold import FoldConfig, fold_bn
     from edgeprep.targets import load_target
 

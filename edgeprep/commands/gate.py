@@ -54,8 +54,8 @@ def gate(report_path: Path, baseline: Path | None, baseline_ref: str | None, tar
     from edgeprep.gate import evaluate, require_finite, to_markdown
     from edgeprep.outputs import REPORT_KINDS, OutputError, atomic_path, report_file_out
     from edgeprep.report import load_report, validate
+    from edgeprep.report.latencies import read_latencies, with_latencies
     from edgeprep.report.markdown import markdown_summary
-    from edgeprep.stages.bench import read_latencies, with_latencies
     from edgeprep.targets import load_target
 
     if (baseline is None) == (baseline_ref is None):

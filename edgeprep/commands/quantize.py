@@ -74,7 +74,7 @@ def quantize(ctx: click.Context, model: Path, method: str, data: Path, target_na
     check_model_path(model)
     strat = None
     if method == "qat":  # collectives must be configured before any other TensorFlow work
-        from edgeprep.quant.qat.train import make_strategy
+        from edgeprep.qat.train import make_strategy
 
         strat = make_strategy(strategy, replicas)
     target = with_calibrate(load_target(target_name), recalibrate)
@@ -87,7 +87,7 @@ def quantize(ctx: click.Context, model: Path, method: str, data: Path, target_na
     keep = None
     if keep_float is not None:
         keep = ("auto",) if keep_float == "auto" else tuple(k for k in keep_float.split(",") if k)
-    from edgeprep.stages.quantize import quantize as run_quantize
+    from edgeprep.pipelines.quantize import quantize as run_quantize
 
     result = run_quantize(model, target, data, out, method=method, labels=labels, distill=distill,
                           keep_float=keep, strategy=strat, cli_preprocess=collect_preprocess(kw),
@@ -102,7 +102,7 @@ def quantize(ctx: click.Context, model: Path, method: str, data: Path, target_na
             click.echo(f"{a['format']} int8 worst layers: {worst}")
         kf = a.get("keep_float")
         if kf:
-            from edgeprep.stages.layers import summary
+            from edgeprep.stages.keep_float import summary
 
             click.echo(f"{a['format']} int8 {summary(kf)}")
         floats = (a.get("inspection") or {}).get("float_ops")

@@ -54,16 +54,16 @@ def run(ctx: click.Context, model: Path, target_name: str | None, targets_csv: s
     from edgeprep.errors import InputError
     from edgeprep.history import try_record
     from edgeprep.outputs import run_dir_out
-    from edgeprep.pipeline import default_out_dir
-    from edgeprep.pipeline import run as run_pipeline
+    from edgeprep.pipelines.run import run as run_pipeline
+    from edgeprep.rundir import default_out_dir
     from edgeprep.targets import load_target
 
     if bool(target_name) == bool(targets_csv):
         raise InputError("give --target NAME or --targets A,B,C", "see 'edgeprep run --help'")
     reporter = make_reporter(ctx)
     if targets_csv:
-        from edgeprep.devices.fleet import parse_targets
-        from edgeprep.devices.fleet_run import run_fleet
+        from edgeprep.pipelines.fleet import parse_targets
+        from edgeprep.pipelines.fleet_run import run_fleet
 
         targets = [with_calibrate(load_target(n), recalibrate) for n in parse_targets(targets_csv)]
         report, out_dir, reports = run_fleet(model, targets, data, out, calibration_path=calib_data,
@@ -78,8 +78,8 @@ def run(ctx: click.Context, model: Path, target_name: str | None, targets_csv: s
     target = with_calibrate(load_target(target_name), recalibrate)
     out = run_dir_out(out or default_out_dir(model, target))     # before the device check and any other work
     if target.bench is not None and target.bench.transport != "local":
-        from edgeprep.devices.fleet import check_device
-        from edgeprep.devices.fleet_run import runtimes
+        from edgeprep.pipelines.fleet import check_device
+        from edgeprep.pipelines.fleet_run import runtimes
 
         with reporter.step(f"Checking the device ({target.bench.transport})"):
             check_device(target.bench, runtimes(target))

@@ -42,7 +42,7 @@ def verify(ctx: click.Context, model: Path, artifacts: tuple[Path, ...], data: P
     from edgeprep.config.gates import Gates
     from edgeprep.data import describe
     from edgeprep.outputs import REPORT_KINDS, OutputError, check_replaceable, check_writable_dir
-    from edgeprep.pipeline import load_inputs
+    from edgeprep.pipelines.run import load_inputs
     from edgeprep.report import artifact_entry, build_report, exit_ok, target_entry, write_report
     from edgeprep.stages.convert import open_artifact
     from edgeprep.stages.verify import reference

@@ -6,7 +6,7 @@
     batch_size = 32
     samples = 1000          # default: every calibration sample
 
-The thresholds decide the per-layer verdicts of the BN telemetry (see ``edgeprep.stages.bn_telemetry``).
+The thresholds decide the per-layer verdicts of the BN telemetry (see ``edgeprep.bn.telemetry``).
 """
 
 from __future__ import annotations

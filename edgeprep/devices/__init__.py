@@ -1,2 +1,3 @@
-"""Devices a benchmark runs on besides this machine: the qemu-aarch64 emulator, boards and Macs over SSH, and
-fleets of them benchmarked in parallel (``edgeprep bench --targets a,b,c``)."""
+"""Devices a benchmark runs on besides this machine: the emulated ARM64 board (``emulator.py``, built by
+``make emulator``). Boards and Macs over SSH are device_bench transports configured by ``[bench.ssh]``; fleets of
+devices are run by ``pipelines.fleet``."""

@@ -7,7 +7,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from edgeprep.backends import Artifact
+from edgeprep.artifact import Artifact
 from edgeprep.errors import InputError
 from edgeprep.toolchain import toolchain
 

@@ -130,7 +130,7 @@ def _table(head: tuple[str, ...], body: list[tuple], classes: list[str] | None =
 
 def html_report(report: dict, directory: Path, *, baseline: dict | None = None, gate: dict | None = None,
                 trend: list[dict] | None = None) -> str:
-    from edgeprep.stages.bench import read_latencies
+    from edgeprep.report.latencies import read_latencies
 
     model = (report.get("model") or {}).get("path", "benchmark of existing artifacts")
     target = (report.get("target") or {}).get("name", "")

@@ -22,12 +22,12 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from edgeprep._util import quiet
+from edgeprep.bn.graph import BNParams, bn_layers, channel_axis, float32_copy, non_fp32_policies
+from edgeprep.bn.maths import Moments, Welford, batch_moments
+from edgeprep.bn.telemetry import Accuracy, CalibrationTelemetry, LayerObservation, assess
 from edgeprep.config.calibrate import CalibrateConfig
 from edgeprep.data import Dataset
 from edgeprep.errors import DataError
-from edgeprep.stages.bn_graph import BNParams, bn_layers, channel_axis, float32_copy, non_fp32_policies
-from edgeprep.stages.bn_math import Moments, Welford, batch_moments
-from edgeprep.stages.bn_telemetry import Accuracy, CalibrationTelemetry, LayerObservation, assess
 
 EVAL_BATCH = 256
 CHUNK = 256          # samples per forward pass during calibration (a multiple of the batch size)

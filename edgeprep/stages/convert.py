@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from edgeprep._util import files_of, quiet, sha256_of, tree_size
-from edgeprep.backends import Artifact, ConvertRequest, get_backend
+from edgeprep.artifact import Artifact, ConvertRequest
+from edgeprep.backends import get_backend
 from edgeprep.config.quantize import QuantizeConfig
 from edgeprep.data import Dataset
 from edgeprep.errors import ConversionError, DataError
 from edgeprep.models import ModelHandle
 from edgeprep.outputs import check_replaceable, check_writable_dir, full_disk_error, publish, staging_dir
+from edgeprep.targets import TargetProfile
 
 
 def artifact_out(out: Path | None, fmt: str, model_name: str, precision: str) -> tuple[Path, str | None]:
@@ -161,3 +163,14 @@ def open_artifact(path: str | Path, options_for=None) -> Artifact:
     return Artifact(format=fmt, precision=precision, path=path, files=tuple(files), size_bytes=tree_size(files),
                     sha256=sha256_of(files, root=path.parent), quantization={}, inspection=inspection,
                     runtime=runtime, runtime_options=runtime_options, unavailable_reason=reason)
+
+
+def target_options(target: TargetProfile | None, fmt: str, precision: str) -> dict:
+    """Everything ``stages.convert.convert`` takes from a target (or the defaults without one): one place, so
+    ``run``, ``quantize`` and ``convert`` convert with the same options. keep_float = auto converts with nothing
+    kept; the search (``pipelines.refine.refine_int8``) re-quantizes afterwards."""
+    q = target.quantize if target else QuantizeConfig()
+    options = target.options_for(fmt) if target else get_backend(fmt).options_type()
+    return {"fmt": fmt, "precision": precision, "options": options, "calibration_samples": q.calibration_samples,
+            "quantize": q, "keep_float": () if q.keep_float_auto else q.keep_float,
+            "max_accuracy_drop": target.gates.for_precision("int8").max_accuracy_drop if target else None}

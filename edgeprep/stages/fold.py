@@ -2,9 +2,9 @@
 
 ``fold_bn(model, FoldConfig(), data=...) -> FoldResult``. The rewrite is declarative, in the manner of TF Model
 Optimization: each ``FoldPattern`` names a BN position relative to a linear layer and the linear layer types it
-applies to; matching a pattern against the serialized model graph (``fold_graph.Graph``) either yields a fold or
+applies to; matching a pattern against the serialized model graph (``bn.rewrite.Graph``) either yields a fold or
 the reason it does not apply, and the replacement is always the same — the linear layer with a bias and adjusted
-weights (``bn_math.fold_bn_params`` / ``fold_bn_into_next``) in place of the pair. Patterns are applied until
+weights (``bn.maths.fold_bn_params`` / ``fold_bn_into_next``) in place of the pair. Patterns are applied until
 none matches, so chains fold too. Nested models are rewritten inside; BNs that cannot fold stay, listed with the
 reason. The folded model is rebuilt from the edited config, and its outputs are compared with the unfolded fp32
 model's: a relative error above ``max_rel_error`` refuses the fold.
@@ -19,11 +19,11 @@ from typing import Any, Callable, Literal
 import numpy as np
 
 from edgeprep._util import quiet
+from edgeprep.bn.graph import BNParams, bn_layers, float32_copy, non_fp32_policies, rebuild, walk
+from edgeprep.bn.maths import fold_bn_into_next, fold_bn_params
+from edgeprep.bn.rewrite import OUTPUT, Graph, Node
 from edgeprep.data import Dataset
 from edgeprep.errors import VerificationError
-from edgeprep.stages.bn_graph import BNParams, bn_layers, float32_copy, non_fp32_policies, rebuild, walk
-from edgeprep.stages.bn_math import fold_bn_into_next, fold_bn_params
-from edgeprep.stages.fold_graph import OUTPUT, Graph, Node
 
 
 class FoldRefused(VerificationError):

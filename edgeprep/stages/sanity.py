@@ -102,7 +102,7 @@ def _first_bn_spread(stored_model, estimated_model, path: str) -> tuple[float, b
     """The first BN layer's input spread on this data over the spread its stored statistics expect (median over
     channels of the ratio of standard deviations): about 255 for 0..255 pixels given to a model trained on [0, 1];
     and whether the stored statistics still look like their initial values."""
-    from edgeprep.stages.bn_graph import bn_layers
+    from edgeprep.bn.graph import bn_layers
 
     stored, estimated = dict(bn_layers(stored_model)).get(path), dict(bn_layers(estimated_model)).get(path)
     if stored is None or estimated is None:
@@ -144,7 +144,7 @@ def diagnose(level: ChanceLevel, model: ModelHandle, data: DataSpec, *, telemetr
     causes = found["causes"]
     ran_here = False
     if model.is_keras:
-        from edgeprep.stages.bn_graph import bn_layers
+        from edgeprep.bn.graph import bn_layers
 
         if bn_layers(model.obj):
             if telemetry is None:

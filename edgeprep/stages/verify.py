@@ -22,7 +22,7 @@ from device_bench import metrics
 from device_bench.runners import open_model
 from device_bench.runners.base import ArtifactError, RunnerUnavailable, UnsupportedArtifact
 from edgeprep._util import quiet
-from edgeprep.backends import Artifact
+from edgeprep.artifact import Artifact
 from edgeprep.config.gates import Thresholds
 from edgeprep.data import Dataset, check_labels
 from edgeprep.errors import VerificationError
@@ -173,7 +173,7 @@ def verify(artifact: Artifact, ref: Reference, data: Dataset, thresholds: Thresh
     result = {"status": judge(True, checks), "reason": None, "metrics": values, "checks": checks,
               "executed_by": runtime}
     if model is not None and artifact.runtime == "coreml-ref":
-        from edgeprep.stages.coreml_layers import SAMPLES, layer_errors
+        from edgeprep.backends.coreml.layers import SAMPLES, layer_errors
 
         x = np.concatenate([b for b, _ in data.batches(BATCH, min(SAMPLES, ref.samples))])
         with quiet():

@@ -35,8 +35,8 @@ def _unlabelled_manifest(tmp: Path) -> Path:
 def main() -> int:
     from edgeprep.config.formats import TFLiteOptions
     from edgeprep.models import load_model
+    from edgeprep.pipelines.quantize import quantize
     from edgeprep.stages.convert import convert
-    from edgeprep.stages.quantize import quantize
     from edgeprep.targets import load_target
 
     target = load_target("litert-cpu")

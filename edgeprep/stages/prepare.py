@@ -14,12 +14,12 @@ from typing import Any, Callable, ContextManager
 
 import numpy as np
 
+from edgeprep.bn.graph import bn_layers, float32_copy, non_fp32_policies
 from edgeprep.config.calibrate import CalibrateConfig
 from edgeprep.data import DataSpec
 from edgeprep.errors import DataError
 from edgeprep.models import ModelHandle
 from edgeprep.progress import Reporter
-from edgeprep.stages.bn_graph import bn_layers, float32_copy, non_fp32_policies
 
 
 def _handle(model: ModelHandle, keras_model) -> ModelHandle:

@@ -12,8 +12,9 @@ from collections import Counter
 from pathlib import Path
 
 from edgeprep._util import first_line
+from edgeprep.artifact import ConvertRequest, ConvertResult
 from edgeprep.backends import register
-from edgeprep.backends.base import Backend, ConvertRequest, ConvertResult
+from edgeprep.backends.base import Backend
 from edgeprep.config.formats import CoreMLOptions
 from edgeprep.errors import ConversionError
 from edgeprep.models import ModelHandle
@@ -77,7 +78,7 @@ class CoreMLBackend(Backend):
                  "io": "float32"}
         notes: list[str] = []
         if request.precision == "int8":
-            from edgeprep.quant import coreml_ptq
+            from edgeprep.backends.coreml import ptq as coreml_ptq
 
             mlmodel, quant, notes = coreml_ptq.compress(mlmodel, request, opts)
         mlmodel.save(str(out))

@@ -130,7 +130,7 @@ class TrainResult:
 
 def teacher_logits(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
     """The float model's logits (pre-softmax when the model ends in a softmax), for distillation."""
-    from edgeprep.quant.qat.model import Mode, QATModel
+    from edgeprep.qat.model import Mode, QATModel
 
     probe = QATModel(model, ranges={}, _calibrating=True)
     return np.concatenate([np.asarray(probe(x[i:i + batch], Mode(quantize=False))[1])
@@ -154,7 +154,7 @@ def train(model_path: Path, data: Dataset, cfg: QATConfig, ranges: dict, strateg
 # strategies a child process can rebuild from (kind, replicas); others (multi-worker: collectives bound to this
 # process's server at TF_CONFIG's address) train in this process
 _CHILD_KINDS = {"_DefaultDistributionStrategy": "none", "MirroredStrategy": "mirrored"}
-_PRELOAD = ("tensorflow", "keras", "edgeprep.quant.qat.model")
+_PRELOAD = ("tensorflow", "keras", "edgeprep.qat.model")
 
 
 def training_process(strategy):
@@ -203,7 +203,7 @@ def _fit(model_path: Path, x: np.ndarray, targets: np.ndarray, cfg: QATConfig, r
     import keras
     import tensorflow as tf
 
-    from edgeprep.quant.qat.model import Mode, QATModel
+    from edgeprep.qat.model import Mode, QATModel
 
     isolation.phase("while loading the model for training")
     replicas = strategy.num_replicas_in_sync

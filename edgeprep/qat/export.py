@@ -15,7 +15,7 @@ import numpy as np
 
 from edgeprep._util import first_line
 from edgeprep.errors import ConversionError
-from edgeprep.quant.qat.model import Mode, QATModel
+from edgeprep.qat.model import Mode, QATModel
 
 
 def serving_function(qat: QATModel, input_shape: tuple, quantize: bool = True, keep: frozenset = frozenset()):

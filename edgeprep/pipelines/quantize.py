@@ -6,7 +6,8 @@
     qat: load -> calibrate ranges -> fine-tune (in a child process) -> export per format -> verify against the
          original float model -> per-layer error -> keep-float search -> report.json
 
-``refine_int8`` (per-layer error and the keep-float search of int8 artifacts) is shared by both and by ``run``.
+``pipelines.refine.refine_int8`` (per-layer error and the keep-float search of int8 artifacts) is shared by both
+and by ``run``.
 """
 
 from __future__ import annotations
@@ -14,27 +15,20 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
 
 from edgeprep._util import quiet
-from edgeprep.backends import Artifact, get_backend
+from edgeprep.artifact import Artifact
+from edgeprep.backends import get_backend
 from edgeprep.config.quantize import few_samples_warning
 from edgeprep.errors import DataError
-from edgeprep.models import ModelHandle, check_model_path, load_model, model_name
+from edgeprep.models import check_model_path, load_model
 from edgeprep.outputs import Discard, atomic_path, publish, run_dir_out, staged_dir
+from edgeprep.pipelines import run as pipeline
+from edgeprep.pipelines.refine import Built, refine_int8
 from edgeprep.progress import Reporter
-from edgeprep.report import artifact_entry
-from edgeprep.stages import layers
+from edgeprep.rundir import RunContext, RunResult, default_out_dir, write
 from edgeprep.stages.convert import convert, open_artifact
-from edgeprep.stages.verify import Reference, reference, verify
 from edgeprep.targets import TargetProfile
-
-if TYPE_CHECKING:
-    from edgeprep.pipeline import RunContext
-
-
-def default_out_dir(model_path, target: TargetProfile, method: str) -> Path:
-    return Path("runs") / f"{model_name(model_path)}-{target.name}-{method}"
 
 
 def quantize(model_path, target: TargetProfile, data_path, out_dir=None, *, method: str = "ptq",
@@ -42,7 +36,6 @@ def quantize(model_path, target: TargetProfile, data_path, out_dir=None, *, meth
              strategy=None, cli_preprocess: dict | None = None, calibration_path=None, split: float | None = None,
              reporter: Reporter | None = None):
     """Quantize ``model_path`` for every format of ``target``. Returns None on a non-chief QAT worker."""
-    from edgeprep import pipeline
 
     reporter = reporter or Reporter(quiet=True)
     check_model_path(model_path)
@@ -80,7 +73,7 @@ def quantize(model_path, target: TargetProfile, data_path, out_dir=None, *, meth
         notes.append("QAT starts from the model as given: [calibrate] / --calibrate applies to PTQ and run; QAT "
                      "re-estimates BatchNorm statistics itself while it fine-tunes")
     with staged_dir(out_dir) as staging:
-        ctx = pipeline.RunContext(target, model, data, staging, reporter, command="quantize")
+        ctx = RunContext(target, model, data, staging, reporter, command="quantize")
         section = {"method": method, "calibration_samples": n_cal, "range_method": cfg.range_method,
                    "notes": notes}
         built = _qat(ctx, model_path, cfg, labels, distill, strategy, n_cal, section)
@@ -89,61 +82,19 @@ def quantize(model_path, target: TargetProfile, data_path, out_dir=None, *, meth
         ref, entries = pipeline.verify_all(ctx, model, [b.artifact for b in built])
         refine_int8(ctx, [b.artifact for b in built], entries, ref, model, model, built=built)
         ctx.sections["quantize"] = section
-        report = pipeline.write(ctx, entries, ref)
-        return pipeline.RunResult(out_dir, report, ref)
+        report = write(ctx, entries, ref)
+        return RunResult(out_dir, report, ref)
     return None
-
-
-@dataclasses.dataclass
-class Built:
-    """One int8 artifact per format, how to rebuild it with layers kept float, and its float twin."""
-
-    artifact: Artifact
-    float_path: object
-    requantize: object
-
-
-def ptq_built(ctx, model: ModelHandle, art: Artifact, artifacts: list[Artifact]) -> Built:
-    """How to measure and re-quantize one int8 artifact that ``pipeline.convert_all`` made from ``model``: its float
-    twin (the fp32 artifact of the same format, converted here when the target has none) and a rebuild with layers
-    kept float that replaces the artifact in the run directory."""
-    from edgeprep.pipeline import target_options
-
-    backend = get_backend(art.format)
-    float_path = None
-    if art.format in layers.MEASURED and ctx.target.quantize.layer_error_samples:
-        float_path = next((a.path for a in artifacts if a.format == art.format and a.precision == "fp32"), None)
-        if float_path is None:
-            opts = target_options(ctx.target, art.format, "fp32")
-            float_path = convert(model, out=ctx.workdir / backend.artifact_name(model.name + "-float", "fp32"),
-                                 workdir=ctx.workdir, **opts).path
-
-    def requantize(keep: tuple[str, ...]) -> Artifact:
-        opts = {**target_options(ctx.target, art.format, "int8"), "keep_float": tuple(keep)}
-        new = convert(model, out=ctx.workdir / backend.artifact_name(f"{model.name}-keep{len(keep)}", "int8"),
-                      calibration=ctx.data.calibration, workdir=ctx.workdir, **opts)
-        final = art.path
-        for f in [new.path] + backend.companion_files(new.path):
-            target = final.parent / (final.name if f == new.path else final.with_suffix(f.suffix).name)
-            publish(f, target, lambda _p: True, "")    # our own artifact, in our staging directory
-        return dataclasses.replace(_reopen(final, new), quantization=new.quantization, notes=new.notes)
-    return Built(art, float_path, requantize)
-
-
-def _reopen(path: Path, like: Artifact) -> Artifact:
-    fresh = open_artifact(path)
-    return dataclasses.replace(fresh, precision="int8", runtime=like.runtime, runtime_options=like.runtime_options,
-                               unavailable_reason=like.unavailable_reason)
 
 
 def _qat(ctx: RunContext, model_path, cfg, labels: bool, distill: bool, strategy, n_cal: int,
          section: dict) -> list[Built] | None:
     import keras
 
-    from edgeprep.quant.qat import export, graph, train
-    from edgeprep.quant.qat.calibrate import activation_ranges
-    from edgeprep.quant.qat.checks import AllInt8
-    from edgeprep.quant.qat.model import QATModel
+    from edgeprep.qat import export, graph, train
+    from edgeprep.qat.checks import AllInt8
+    from edgeprep.qat.model import QATModel
+    from edgeprep.qat.ranges import activation_ranges
 
     q = cfg.qat
     calib = ctx.data.calibration
@@ -203,7 +154,7 @@ def _qat(ctx: RunContext, model_path, cfg, labels: bool, distill: bool, strategy
 
 
 def _export_one(ctx: RunContext, qat, fmt: str, opts, path: Path, shape):
-    from edgeprep.quant.qat import export
+    from edgeprep.qat import export
 
     def build(keep: frozenset) -> Artifact:
         ours = get_backend(fmt).recognizes   # rebuilt with layers kept float: replaces the earlier one
@@ -243,72 +194,3 @@ def _layer_of(node: str, names: set[str]) -> str | None:
     return max(hits, key=len) if hits else None
 
 
-def refine_int8(ctx, artifacts: list[Artifact], entries: list[dict], ref: Reference | None,
-                reference_model: ModelHandle, converted: ModelHandle,
-                built: list[Built] | None = None) -> list[Artifact]:
-    """Per-layer error of every int8 artifact (against the float artifact of the same format), and with
-    keep_float = auto the search for the layers to keep in float until every int8 gate is met. Updates ``entries``
-    in place and returns the artifacts (a re-quantized one replaces its original). ``built`` (QAT) supplies the
-    float twins and rebuilds; otherwise they are the PTQ ones of ``ptq_built``."""
-    cfg = ctx.target.quantize
-    out = list(artifacts)
-    targets = [i for i, a in enumerate(artifacts) if a.precision == "int8"]
-    if ctx.data is None or ref is None or not targets or (cfg.layer_error_samples == 0 and not cfg.keep_float_auto):
-        return out
-    evaluation = ctx.data.evaluation
-    thresholds = ctx.target.gates.for_precision("int8")
-
-    def measure(a: Artifact) -> dict:
-        with ctx.reporter.step(f"Verifying {a.label} on {ref.samples} samples"):
-            return verify(a, ref, evaluation, thresholds, ctx.target.threads, extra_checks=ctx.artifact_checks,
-                          model=converted)
-    with ctx.timed("layer_errors"):
-        for i in targets:
-            b = built[targets.index(i)] if built is not None else ptq_built(ctx, converted, artifacts[i], artifacts)
-            art = b.artifact
-            with ctx.reporter.step(f"Per-layer error of {art.label}"):
-                lerr = layers.layer_errors(art, b.float_path, evaluation, cfg.layer_error_samples)
-            keep = None
-            if cfg.keep_float_auto and b.requantize is not None and lerr["status"] == "measured":
-                art, result, keep = _keep_float_auto(ctx, b, art, lerr, measure, thresholds, cfg, reference_model)
-                ctx.reporter.info(f"{art.label}: {layers.summary(keep)}")
-                if keep["kept_float"]:
-                    lerr = layers.layer_errors(art, b.float_path, evaluation, cfg.layer_error_samples)
-                entries[i].clear()
-                entries[i].update(artifact_entry(art, result, ctx.staging))
-                out[i] = art
-            entries[i]["layer_errors"] = lerr
-            if keep is not None:
-                entries[i]["keep_float"] = keep
-    return out
-
-
-def _keep_float_auto(ctx, b: Built, art: Artifact, lerr: dict, measure: Callable, thresholds, cfg,
-                     reference_model: ModelHandle):
-    """Choose the layers to keep in float on the calibration data, then measure the choice on the evaluation data.
-
-    Choosing on the evaluation data and reporting figures from the same data would flatter the result; only when
-    no separate calibration set exists does the search fall back to it, and the report says which data chose.
-    """
-    calibration, evaluation = ctx.data.calibration, ctx.data.evaluation
-    if ctx.data.shared:
-        art, result, keep = layers.keep_float_search(art, measure(art), lerr, b.requantize, measure,
-                                                     thresholds, cfg.keep_float_max_layers)
-        keep["selected_on"] = f"{evaluation.source} (no separate calibration data: the reported figures are " \
-                              "measured on the data that chose the layers)"
-        return art, result, keep
-    n_sel = min(calibration.count, ctx.target.verify.samples or calibration.count)
-    with ctx.reporter.step("Float reference outputs on the calibration data (keep-float search)", total=n_sel) as adv:
-        cal_ref = reference(reference_model, calibration, n_sel, adv)
-
-    def on_calibration(a: Artifact) -> dict:
-        with ctx.reporter.step(f"Keep-float search: {a.label} on {n_sel} calibration samples"):
-            return verify(a, cal_ref, calibration, thresholds, ctx.target.threads)
-
-    with ctx.reporter.step(f"Per-layer error of {art.label} on the calibration data"):
-        cal_lerr = layers.layer_errors(art, b.float_path, calibration, cfg.layer_error_samples)
-    ranking = cal_lerr if cal_lerr["status"] == "measured" else lerr
-    art, _, keep = layers.keep_float_search(art, on_calibration(art), ranking, b.requantize, on_calibration,
-                                            thresholds, cfg.keep_float_max_layers)
-    keep["selected_on"] = calibration.source
-    return art, measure(art), keep

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgeprep.artifact import ConvertRequest, ConvertResult
 from edgeprep.backends import register
-from edgeprep.backends.base import Backend, ConvertRequest, ConvertResult
+from edgeprep.backends.base import Backend
+from edgeprep.backends.tflite.ptq import float_ops
 from edgeprep.config.formats import TFLiteOptions
 from edgeprep.errors import ConversionError, DataError
 from edgeprep.models import ModelHandle
-from edgeprep.quant.tflite_ptq import float_ops
 
 
 def representative(request: ConvertRequest):
@@ -70,7 +71,7 @@ class TFLiteBackend(Backend):
     def _int8(self, model: ModelHandle, conv, request: ConvertRequest, opts: TFLiteOptions,
               out: Path) -> ConvertResult:
         """Calibrate (cached in the workdir, so keep-float re-quantizes without recalibrating), then quantize."""
-        from edgeprep.quant import tflite_ptq
+        from edgeprep.backends.tflite import ptq as tflite_ptq
 
         q = request.quantize
         cal = tflite_ptq.calibrate(conv, request.calibration, request.calibration_samples, q.range_method,

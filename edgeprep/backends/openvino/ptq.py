@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeprep._util import first_line
-from edgeprep.backends.base import ConvertRequest
+from edgeprep.artifact import ConvertRequest
 from edgeprep.config.formats import OpenVINOOptions
 from edgeprep.errors import ConfigError, ConversionError, DataError
 
@@ -53,7 +53,7 @@ def _advanced(request: ConvertRequest, opts: OpenVINOOptions):
 def _ignored(request: ConvertRequest, opts: OpenVINOOptions, ov_model):
     import nncf
 
-    from edgeprep.quant.layer_error import resolve_ov_nodes
+    from edgeprep.backends.layer_error import resolve_ov_nodes
 
     scope = opts.ignored_scope
     names = resolve_ov_nodes(ov_model, list(scope.names) + list(request.keep_float))

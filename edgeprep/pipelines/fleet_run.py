@@ -14,10 +14,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from edgeprep.devices.fleet import check_device, combined_report, dir_name, fan_out
 from edgeprep.errors import RuntimeUnavailable
 from edgeprep.models import model_name
 from edgeprep.outputs import run_dir_out, staged_dir
+from edgeprep.pipelines.fleet import check_device, combined_report, dir_name, fan_out
 
 
 def runtimes(target) -> list[str | None]:
@@ -32,15 +32,9 @@ def runtimes(target) -> list[str | None]:
 def _complete(run_dir: Path, report: dict, target, arts: list, data: Path | None, ref, unavailable: str | None):
     """Benchmark ``arts`` on the target's device and rewrite the run directory's report files with the results."""
     from edgeprep.report.build import settle
+    from edgeprep.report.latencies import artifact_key, write_latencies
     from edgeprep.report.write import write_all
-    from edgeprep.stages.bench import (
-        BenchOutcome,
-        artifact_key,
-        attach,
-        bench_artifact,
-        with_device_metrics,
-        write_latencies,
-    )
+    from edgeprep.stages.bench import BenchOutcome, attach, bench_artifact, with_device_metrics
 
     config, start, latencies = target.bench, time.perf_counter(), {}
     for art, entry in zip(arts, report["artifacts"]):
@@ -64,7 +58,7 @@ def run_fleet(model: Path, targets: list, data: Path | None, out: Path | None, *
     """Returns the fleet report, the output directory and each target's report by sub-directory name."""
     import numpy as np
 
-    from edgeprep.pipeline import run as run_pipeline
+    from edgeprep.pipelines.run import run as run_pipeline
     from edgeprep.report.write import write_all
     from edgeprep.stages.convert import open_artifact
 

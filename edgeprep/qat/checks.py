@@ -31,10 +31,10 @@ class FloatOp:
 def float_ops(path: Path) -> list[FloatOp]:
     """The compute ops of a TFLite model that read or write a float tensor, in execution order. QUANTIZE and
     DEQUANTIZE are conversions at int8 boundaries, and ops on integer index tensors (SHAPE) are not float compute:
-    the same rule as the inspection's ``float_ops`` (``edgeprep.quant.tflite_ptq.float_ops``)."""
+    the same rule as the inspection's ``float_ops`` (``edgeprep.backends.tflite.ptq.float_ops``)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from edgeprep.quant.tflite_ptq import BOUNDARY_OPS
+    from edgeprep.backends.tflite.ptq import BOUNDARY_OPS
 
     it = Interpreter(model_path=str(path),
                      experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
@@ -73,7 +73,7 @@ class AllInt8:
 
     @classmethod
     def from_plan(cls, steps, float_fallback: bool = True) -> "AllInt8":
-        from edgeprep.quant.qat.graph import summary
+        from edgeprep.qat.graph import summary
 
         return cls(tuple(k["layer"] for k in summary(steps)["kept_float"]), float_fallback)
 

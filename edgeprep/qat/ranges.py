@@ -13,7 +13,7 @@ from edgeprep.data import Dataset
 
 def activation_ranges(model, data: Dataset, samples: int, method: str = "minmax", percentile: float = 99.99,
                       batch_size: int = 64) -> dict[str, tuple[float, float]]:
-    from edgeprep.quant.qat.model import Mode, QATModel
+    from edgeprep.qat.model import Mode, QATModel
 
     probe = QATModel(model, ranges={}, state=None, _calibrating=True)
     lows: dict[str, list[float]] = {}

@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeprep._util import first_line
+from edgeprep.artifact import ConvertRequest, ConvertResult
 from edgeprep.backends import register
-from edgeprep.backends.base import Backend, ConvertRequest, ConvertResult
+from edgeprep.backends.base import Backend
 from edgeprep.config.formats import OpenVINOOptions
 from edgeprep.errors import ConversionError
 from edgeprep.models import ModelHandle
@@ -56,7 +57,7 @@ class OpenVINOBackend(Backend):
         ov_model = to_ov_model(model, request.workdir)
         quant = {"weights": request.precision, "activations": "fp32", "io": "float32"}
         if request.precision == "int8":
-            from edgeprep.quant import nncf_ptq
+            from edgeprep.backends.openvino import ptq as nncf_ptq
 
             ov_model, quant = nncf_ptq.quantize(ov_model, request, opts)
         ov.save_model(ov_model, str(out), compress_to_fp16=(request.precision == "fp16"))

@@ -17,88 +17,23 @@ step succeeded, so a failed run never leaves a half-written directory behind (an
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
 
-from edgeprep.backends import Artifact, get_backend
+from edgeprep.artifact import Artifact
+from edgeprep.backends import get_backend
 from edgeprep.config.quantize import few_samples_warning
-from edgeprep.data import DataSpec, check_fits, check_labels, describe, load_data, read_warnings, scaling_warnings
+from edgeprep.data import DataSpec, check_fits, check_labels, load_data, read_warnings, scaling_warnings
 from edgeprep.errors import DataError
-from edgeprep.models import ModelHandle, check_model_path, load_model, model_name
+from edgeprep.models import ModelHandle, check_model_path, load_model
 from edgeprep.outputs import run_dir_out, staged_dir
+from edgeprep.pipelines.refine import refine_int8
 from edgeprep.progress import Reporter
-from edgeprep.report import artifact_entry, build_report, target_entry
-from edgeprep.report.write import write_all
+from edgeprep.report import artifact_entry
+from edgeprep.rundir import RunContext, RunResult, default_out_dir, write
 from edgeprep.stages.bench import bench_all
-from edgeprep.stages.convert import convert
+from edgeprep.stages.convert import convert, target_options
 from edgeprep.stages.verify import Reference, reference, unmeasured, verify
 from edgeprep.targets import TargetProfile
-
-
-@dataclass(frozen=True)
-class RunResult:
-    out_dir: Path
-    report: dict
-    reference: Reference | None = None      # the float outputs every artifact was verified against
-
-    @property
-    def passed(self) -> bool:
-        """Nothing failed (the exit code is 0): "measured" and "unmeasured" runs are not failures, though they are
-        never reported as passes."""
-        from edgeprep.report.build import exit_ok
-
-        return exit_ok(self.report["summary"])
-
-
-@dataclass
-class RunContext:
-    """What the steps of one run share. ``staging`` becomes the run directory when the run completes."""
-
-    target: TargetProfile
-    model: ModelHandle
-    data: DataSpec | None
-    staging: Path
-    reporter: Reporter
-    command: str = "run"                                 # the edgeprep command the report is written for
-    stages: list[dict] = field(default_factory=list)
-    sections: dict = field(default_factory=dict)     # extra top-level report sections, by name
-    artifact_checks: list = field(default_factory=list)  # extra checks on every artifact (stages.verify.ArtifactCheck)
-    sanity: dict | None = None                           # the float reference's chance-level diagnosis, if any
-    prepared: Any = None                                 # stages.bn_pipeline.Prepared: what calibrate_and_fold did
-
-    @property
-    def workdir(self) -> Path:
-        """Scratch space removed before the run directory is published (SavedModel exports and the like)."""
-        path = self.staging / ".work"
-        path.mkdir(exist_ok=True)
-        return path
-
-    @contextlib.contextmanager
-    def timed(self, stage: str) -> Iterator[None]:
-        start = time.perf_counter()
-        yield
-        self.stages.append({"name": stage, "seconds": round(time.perf_counter() - start, 3)})
-
-
-def default_out_dir(model_path: str | Path, target: TargetProfile) -> Path:
-    return Path("runs") / f"{model_name(model_path)}-{target.name}"
-
-
-def target_options(target: TargetProfile | None, fmt: str, precision: str) -> dict:
-    """Everything ``stages.convert.convert`` takes from a target (or the defaults without one): one place, so
-    ``run``, ``quantize`` and ``convert`` convert with the same options. keep_float = auto converts with nothing
-    kept; the search (``stages.quantize.refine_int8``) re-quantizes afterwards."""
-    from edgeprep.config.quantize import QuantizeConfig
-
-    q = target.quantize if target else QuantizeConfig()
-    options = target.options_for(fmt) if target else get_backend(fmt).options_type()
-    return {"fmt": fmt, "precision": precision, "options": options, "calibration_samples": q.calibration_samples,
-            "quantize": q, "keep_float": () if q.keep_float_auto else q.keep_float,
-            "max_accuracy_drop": target.gates.for_precision("int8").max_accuracy_drop if target else None}
 
 
 def calibrated_int8(target: TargetProfile) -> list[str]:
@@ -150,8 +85,8 @@ def calibrate_and_fold(ctx: RunContext, model: ModelHandle) -> tuple[ModelHandle
     Adds the ``calibration`` and ``fold`` report sections and the export-integrity check of every artifact; a
     recalibrated model is saved in the run directory as ``<model>.calibrated.keras``.
     """
-    from edgeprep.stages.bn_pipeline import prepare
     from edgeprep.stages.integrity import ExportIntegrity
+    from edgeprep.stages.prepare import prepare
 
     prepared = prepare(model, ctx.target.calibrate, ctx.data, reporter=ctx.reporter,
                        verify_samples=ctx.target.verify.samples, target_name=f"target '{ctx.target.name}'",
@@ -255,25 +190,6 @@ def overlap_warning(data: DataSpec, use: str) -> str | None:
     return None
 
 
-def write(ctx: RunContext, entries: list[dict], ref: Reference | None) -> dict:
-    data = ctx.data
-    reference_entry = None
-    if ref:
-        reference_entry = ref.describe()
-        if ctx.sanity is not None:
-            reference_entry["sanity"] = ctx.sanity
-    report = build_report(
-        command=ctx.command, model=ctx.model.describe(), artifacts=entries, target=target_entry(ctx.target),
-        data=None if data is None else {"calibration": describe(data.calibration),
-                                         "evaluation": describe(data.evaluation), "manifest": data.manifest},
-        reference=reference_entry, stages=ctx.stages, extra=ctx.sections)
-    shutil.rmtree(ctx.staging / ".work", ignore_errors=True)
-    (ctx.staging / "target.toml").write_text(f"# resolved profile used for this run (from {ctx.target.source})\n"
-                                             + ctx.target.to_toml())
-    write_all(report, ctx.staging)
-    return report
-
-
 def run(model_path: str | Path, target: TargetProfile, data_path: str | Path | None,
         out_dir: str | Path | None = None, *, calibration_path: str | Path | None = None,
         cli_preprocess: dict | None = None, reporter: Reporter | None = None, bench: bool = True,
@@ -299,8 +215,6 @@ def run(model_path: str | Path, target: TargetProfile, data_path: str | Path | N
         reference_model, to_convert = calibrate_and_fold(ctx, model)
         artifacts = convert_all(ctx, to_convert)
         ref, entries = verify_all(ctx, reference_model, artifacts, to_convert)
-        from edgeprep.stages.quantize import refine_int8  # per-layer error and keep-float of int8 artifacts
-
         artifacts = refine_int8(ctx, artifacts, entries, ref, reference_model, to_convert)
         if bench:
             bench_all(ctx, artifacts, entries, ref)

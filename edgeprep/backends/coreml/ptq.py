@@ -12,7 +12,7 @@ import platform
 import numpy as np
 
 from edgeprep._util import first_line
-from edgeprep.backends.base import ConvertRequest
+from edgeprep.artifact import ConvertRequest
 from edgeprep.config.formats import CoreMLOptions
 
 ACTIVATIONS_UNAVAILABLE = ("8-bit activations were not applied: coremltools calibrates them by Core ML "

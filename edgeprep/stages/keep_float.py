@@ -1,7 +1,7 @@
 """Per-layer error of quantized artifacts, and the keep-float search, as pipeline steps.
 
 ``layer_errors`` measures every layer of one quantized artifact against the float model of the same format
-(see ``edgeprep.quant.layer_error``). ``keep_float_search`` re-quantizes with the layers that lose the most
+(see ``edgeprep.backends.layer_error``). ``keep_float_search`` re-quantizes with the layers that lose the most
 SQNR kept in float — 1, 2, 4, ... layers — until every numeric int8 gate of the target (``max_accuracy_drop``,
 ``min_agreement``, ``min_sqnr_db``) is met (top-1 agreement with the float model stands in for accuracy when there
 are no labels).
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgeprep._util import quiet
-from edgeprep.backends import Artifact
+from edgeprep.artifact import Artifact
 from edgeprep.config.gates import Thresholds
 from edgeprep.data import Dataset
 from edgeprep.errors import ConfigError
@@ -23,7 +23,7 @@ MEASURED = ("tflite", "openvino")
 
 def layer_errors(artifact: Artifact, float_path: Path | bytes | None, data: Dataset, samples: int) -> dict:
     """The ``layer_errors`` object of a report entry: layers ranked worst first."""
-    from edgeprep.quant import layer_error as le
+    from edgeprep.backends import layer_error as le
 
     if artifact.format == "coreml":
         return {"status": "skipped", "samples": 0, "layers": [],

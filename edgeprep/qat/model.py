@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeprep.quant.qat.graph import FIXED_RANGE, FUSED, Step, plan
+from edgeprep.qat.graph import FIXED_RANGE, FUSED, Step, plan
 
 
 def kernel_kind(layer) -> str:
@@ -64,7 +64,7 @@ def inner_points(s: Step) -> list[str]:
 
 def fold_factors(gamma, beta, mean, var, eps):
     """BatchNorm as a per-channel affine ``y = x * scale + shift`` on TensorFlow tensors, inside the trained graph
-    (gradients flow to gamma and beta). The exported, numpy side folds with ``edgeprep.stages.bn_math``."""
+    (gradients flow to gamma and beta). The exported, numpy side folds with ``edgeprep.bn.maths``."""
     scale = gamma / (var + eps) ** 0.5
     return scale, beta - mean * scale
 
@@ -165,7 +165,7 @@ class QATModel:
 
     @property
     def _graph(self):
-        from edgeprep.quant.qat.graph import functional_of
+        from edgeprep.qat.graph import functional_of
 
         return functional_of(self.model)
 
@@ -284,7 +284,7 @@ class QATModel:
     def folded_numpy(self, s: Step) -> tuple:
         """The (BN-folded) float kernel and bias of a linear step, as numpy arrays. A SeparableConv2D's kernel is
         the pair ``(depthwise, pointwise)``; the BN folds into the pointwise one."""
-        from edgeprep.stages.bn_math import fold_bn_params
+        from edgeprep.bn.maths import fold_bn_params
 
         layer = s.layer
         kind = kernel_kind(layer)

@@ -28,8 +28,8 @@ from typing import Literal
 
 import numpy as np
 
+from edgeprep.bn.graph import BNParams
 from edgeprep.config.calibrate import CalibrateConfig
-from edgeprep.stages.bn_graph import BNParams
 
 Verdict = Literal["ok", "stale", "noisy", "broken"]
 VERDICTS: tuple[str, ...] = ("ok", "stale", "noisy", "broken")

@@ -1,0 +1,1 @@
+"""The coreml backend: converter (backend.py), post-training quantization (ptq.py)."""

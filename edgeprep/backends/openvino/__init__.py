@@ -1,0 +1,1 @@
+"""The openvino backend: converter (backend.py), post-training quantization (ptq.py)."""

@@ -1,0 +1,1 @@
+"""The tflite backend: converter (backend.py), post-training quantization (ptq.py)."""
