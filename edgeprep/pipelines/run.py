@@ -137,16 +137,18 @@ def convert_all(ctx: RunContext, model: ModelHandle) -> list[Artifact]:
 
 
 def verify_all(ctx: RunContext, model: ModelHandle, artifacts: list[Artifact],
-               converted: ModelHandle | None = None) -> tuple[Reference | None, list]:
+               converted: ModelHandle | None = None, ref: Reference | None = None) -> tuple[Reference | None, list]:
     """Verify each artifact against ``model``'s float outputs; returns the reference and the report entries.
-    ``converted`` is the model the artifacts were made from (folded), whose layers per-layer errors compare."""
-    ref, entries = None, []
+    ``converted`` is the model the artifacts were made from (folded), whose layers per-layer errors compare.
+    ``ref`` is ``model``'s outputs when an earlier step already computed them (BatchNorm re-estimation does)."""
+    entries = []
     with ctx.timed("verify"):
         if ctx.data is not None:
             evaluation = ctx.data.evaluation
             n_eval = min(evaluation.count, ctx.target.verify.samples or evaluation.count)
-            with ctx.reporter.step("Float reference outputs", total=n_eval) as advance:
-                ref = reference(model, evaluation, n_eval, advance)
+            if ref is None:
+                with ctx.reporter.step("Float reference outputs", total=n_eval) as advance:
+                    ref = reference(model, evaluation, n_eval, advance)
             check_float_reference(ctx, ref)
         for art in artifacts:
             thresholds = ctx.target.gates.for_precision(art.precision)
@@ -214,7 +216,7 @@ def run(model_path: str | Path, target: TargetProfile, data_path: str | Path | N
         ctx.sections.update(sections or {})
         reference_model, to_convert = calibrate_and_fold(ctx, model)
         artifacts = convert_all(ctx, to_convert)
-        ref, entries = verify_all(ctx, reference_model, artifacts, to_convert)
+        ref, entries = verify_all(ctx, reference_model, artifacts, to_convert, ref=ctx.prepared.evaluated)
         artifacts = refine_int8(ctx, artifacts, entries, ref, reference_model, to_convert)
         if bench:
             bench_all(ctx, artifacts, entries, ref)

@@ -37,6 +37,8 @@ CHUNK = 256          # samples per forward pass during calibration (a multiple o
 class CalibrationResult:
     model: Any                       # the recalibrated fp32 Keras model (a copy)
     telemetry: CalibrationTelemetry
+    before: Any = None               # ``outputs_of`` the model with its stored statistics, when given
+    after: Any = None                # ``outputs_of`` the recalibrated model: the float reference verification uses
 
 
 class _Reached(BaseException):
@@ -164,11 +166,15 @@ def check_data(data: Dataset, samples: int) -> None:
 def calibrate(model, data: Dataset, config: CalibrateConfig = CalibrateConfig(), *,
               evaluation: Dataset | None = None, evaluation_samples: int | None = None,
               progress: Callable[[int], None] | None = None,
-              warn: Callable[[str], None] | None = None) -> CalibrationResult:
+              warn: Callable[[str], None] | None = None,
+              outputs_of: Callable[[Any], Any] | None = None) -> CalibrationResult:
     """Re-estimate the BN statistics of (an fp32 copy of) the Keras ``model`` from ``data``.
 
     ``evaluation`` with labels adds top-1 accuracy before and after. ``progress(n)`` is called per batch and
     layer (``total = samples * layers``); ``warn(message)`` receives warnings, which are also recorded.
+    ``outputs_of(keras_model)`` computes a model's outputs on the evaluation samples (a ``stages.verify.Reference``):
+    given, the before/after accuracy comes from it and both results are returned, so the caller reuses them as the
+    stale outputs and the float reference instead of running the evaluation set through the model again.
     """
     start = time.perf_counter()
     samples = min(config.samples or data.count, data.count)
@@ -193,9 +199,12 @@ def calibrate(model, data: Dataset, config: CalibrateConfig = CalibrateConfig(),
         work = float32_copy(model)
         first = next(data.batches(1, 1))[0]
         order = execution_order(work, first)
-        before = None
-        if evaluation is not None and evaluation.has_labels:
+        before = before_ref = None
+        if evaluation is not None and evaluation.has_labels and outputs_of is None:
             before = accuracy(work, evaluation, evaluation_samples)
+    if outputs_of is not None:
+        before_ref = outputs_of(work)
+        before = before_ref.accuracy
     observations = []
     for path, layer, calls in order:
         if calls == 0:
@@ -208,10 +217,15 @@ def calibrate(model, data: Dataset, config: CalibrateConfig = CalibrateConfig(),
             layer.moving_mean.assign(obs.mean.astype(np.float32))
             layer.moving_variance.assign(np.maximum(obs.var, 0.0).astype(np.float32))
         observations.append(telemetry)
-    acc = None
+    acc = after_ref = None
+    if outputs_of is not None:
+        after_ref = outputs_of(work)
     if before is not None:
-        with quiet():
-            after = accuracy(work, evaluation, evaluation_samples)
+        if after_ref is not None:
+            after = after_ref.accuracy
+        else:
+            with quiet():
+                after = accuracy(work, evaluation, evaluation_samples)
         n = min(evaluation_samples or evaluation.count, evaluation.count)
         acc = Accuracy(n, round(before, 6), round(after, 6), evaluation.source)
     telemetry = CalibrationTelemetry(
@@ -219,7 +233,7 @@ def calibrate(model, data: Dataset, config: CalibrateConfig = CalibrateConfig(),
         batch_size=config.batch_size, samples=samples, source=data.source,
         dtype_policy=", ".join(policies) or "float32", layers=tuple(observations), accuracy=acc,
         warnings=tuple(warnings), seconds=round(time.perf_counter() - start, 3))
-    return CalibrationResult(work, telemetry)
+    return CalibrationResult(work, telemetry, before_ref, after_ref)
 
 
 def copy_statistics(source, target) -> None:

@@ -20,6 +20,7 @@ from edgeprep.data import DataSpec
 from edgeprep.errors import DataError
 from edgeprep.models import ModelHandle
 from edgeprep.progress import Reporter
+from edgeprep.stages.verify import Reference, reference
 
 
 def _handle(model: ModelHandle, keras_model) -> ModelHandle:
@@ -35,7 +36,9 @@ class Prepared:
     to_convert: ModelHandle         # the model the converters receive: ``reference`` with BatchNorm folded
     sections: dict = field(default_factory=dict)     # the "calibration" and "fold" report sections
     stale_outputs: np.ndarray | None = None          # the stored-statistics model's outputs (calibration ran)
-    telemetry: Any = None                            # bn_telemetry.CalibrationTelemetry when calibration ran
+    telemetry: Any = None                            # bn.telemetry.CalibrationTelemetry when calibration ran
+    evaluated: Reference | None = None               # ``reference``'s outputs on the evaluation samples, when
+                                                     # calibration computed them (verification reuses them)
 
     @property
     def recalibrated(self) -> bool:
@@ -60,7 +63,6 @@ def prepare(model: ModelHandle, cfg: CalibrateConfig, data: DataSpec | None, *, 
     """
     from edgeprep.stages.calibrate import calibrate
     from edgeprep.stages.fold import fold_bn
-    from edgeprep.stages.verify import reference
 
     reporter = reporter or Reporter(quiet=True)
     timed = timed or (lambda _stage: contextlib.nullcontext())
@@ -72,7 +74,7 @@ def prepare(model: ModelHandle, cfg: CalibrateConfig, data: DataSpec | None, *, 
         return Prepared(model, model, {"calibration": {"status": "skipped", "reason": reason},
                                        "fold": {"status": "skipped", "reason": reason}})
     sections: dict = {}
-    stale = telemetry = None
+    stale = telemetry = evaluated = None
     if cfg.enabled:
         if data is None:
             raise DataError(f"{target_name} asks to re-estimate BatchNorm statistics (--calibrate or [calibrate] "
@@ -82,9 +84,13 @@ def prepare(model: ModelHandle, cfg: CalibrateConfig, data: DataSpec | None, *, 
         n_eval = min(data.evaluation.count, verify_samples or data.evaluation.count)
         with timed("calibrate"), reporter.step(f"Re-estimating {layers} BatchNorm layers on {n} samples",
                                                total=n * layers) as advance:
+            # the stored-statistics model's outputs (before) and the recalibrated model's (after: the float
+            # reference) are computed once here and passed on, not recomputed by the integrity check and verify
             result = calibrate(model.obj, data.calibration, cfg, evaluation=data.evaluation,
-                               evaluation_samples=n_eval, progress=advance, warn=reporter.warn)
-            stale = reference(_handle(model, float32_copy(model.obj)), data.evaluation, n_eval).outputs
+                               evaluation_samples=n_eval, progress=advance, warn=reporter.warn,
+                               outputs_of=lambda keras_model: reference(_handle(model, keras_model),
+                                                                        data.evaluation, n_eval))
+        stale, evaluated = result.before.outputs, result.after
         telemetry = result.telemetry
         sections["calibration"] = telemetry.to_dict()
         unfolded = result.model
@@ -97,7 +103,7 @@ def prepare(model: ModelHandle, cfg: CalibrateConfig, data: DataSpec | None, *, 
     sections["fold"] = folded.report.to_dict()
     if folded.report.status == "refused":
         reporter.warn(f"{folded.report.message}; converting the unfolded model")
-    return Prepared(_handle(model, unfolded), _handle(model, folded.model), sections, stale, telemetry)
+    return Prepared(_handle(model, unfolded), _handle(model, folded.model), sections, stale, telemetry, evaluated)
 
 
 __all__ = ["Prepared", "prepare"]
