@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -47,16 +46,9 @@ def gate(report_path: Path, baseline: Path | None, baseline_ref: str | None, tar
     Artifacts are matched by file name. Exit code 0: every check passed; 1: a regression; 2: the gate could not
     judge (a metric is missing, the baseline is unreadable or of another schema version) — never a pass.
     """
-    from edgeprep import history
-    from edgeprep.config import from_mapping
-    from edgeprep.config.gates import Gates
     from edgeprep.errors import InputError
-    from edgeprep.gate import evaluate, require_finite, to_markdown
-    from edgeprep.outputs import REPORT_KINDS, OutputError, atomic_path, report_file_out
-    from edgeprep.report import load_report, validate
-    from edgeprep.report.latencies import read_latencies, with_latencies
-    from edgeprep.report.markdown import markdown_summary
-    from edgeprep.targets import load_target
+    from edgeprep.outputs import OutputError
+    from edgeprep.pipelines.gate import GateRequest, gate_report
 
     if (baseline is None) == (baseline_ref is None):
         raise InputError("give exactly one of --baseline PATH and --baseline-ref COMMIT_OR_TAG",
@@ -66,83 +58,19 @@ def gate(report_path: Path, baseline: Path | None, baseline_ref: str | None, tar
     if update_baseline and baseline.is_dir():
         raise OutputError(f"--baseline {baseline} is a directory; --update-baseline writes a baseline file",
                           f"give a file path, e.g. {baseline.with_name(baseline.name + '.baseline.json')}")
-    for option, path, kind in (("--markdown", markdown, "markdown"), ("--junit", junit, "junit"),
-                               ("--html", html, "html"), ("--json", json_path, "json"),
-                               ("--baseline", baseline if update_baseline else None, "json")):
-        if path is not None:
-            report_file_out(path, kind, option)   # before any work: never a directory, never someone else's file
-    report = load_report(report_path)
-    directory = report_path if report_path.is_dir() else report_path.parent
-    if report.get("fleet"):
-        first = report["fleet"]["targets"][0]["name"]
-        raise InputError(f"{report_path} is a fleet report (several devices, each with its own [gates])",
-                         f"gate each device's report, e.g. edgeprep gate {directory / first} --baseline ...")
-    latencies = read_latencies(report, directory)
-    target_meta = report.get("target") or {}
-    if target_name:
-        gates = load_target(target_name).gates
-    elif target_meta.get("profile"):
-        gates = from_mapping(Gates, target_meta["profile"].get("gates", {}), f"{report_path} target [gates]")
-    else:
-        raise InputError(f"{report_path} records no target profile", "pass --target with the [gates] to apply")
-
-    if baseline_ref is not None:
-        base = history.find(baseline_ref, history_path, target_meta.get("name"))
-        base_dir = Path(".")
-    elif not baseline.exists() and update_baseline:
-        require_finite(report, latencies, str(report_path))     # never a NaN baseline
-        _write_baseline(with_latencies(report, directory), baseline, validate, atomic_path)
-        click.echo(f"no baseline yet: wrote {baseline} from {report_path}")
-        return EXIT_OK
-    else:
-        if not baseline.exists():
-            raise InputError(f"baseline not found: {baseline}",
-                             "create one with --update-baseline, or pick one with --baseline-ref")
-        base = load_report(baseline)
-        base_dir = baseline if baseline.is_dir() else baseline.parent
-    base_latencies = read_latencies(base, base_dir)
-    result = evaluate(report, base, gates, latencies, base_latencies)
-    result["baseline"] = str(baseline) if baseline is not None else f"history:{baseline_ref}"
-    _print(result)
-    if markdown:
-        with atomic_path(markdown, REPORT_KINDS["markdown"]) as tmp:
-            tmp.write_text(markdown_summary(report) + "\n" + to_markdown(result))
-    if junit:
-        from edgeprep.report.junit import junit_xml
-
-        with atomic_path(junit, REPORT_KINDS["junit"]) as tmp:
-            tmp.write_text(junit_xml(report, result))
-    if html:
-        from edgeprep.report.html import html_report
-
-        try:
-            trend = history.trend(history_path, target_meta.get("name"))
-        except InputError:      # no readable history: the report still gets its other plots
-            trend = []
-        with atomic_path(html, REPORT_KINDS["html"]) as tmp:
-            tmp.write_text(html_report(report, directory, baseline=base, gate=result, trend=trend))
-    if json_path:
-        with atomic_path(json_path, REPORT_KINDS["json"]) as tmp:
-            tmp.write_text(json.dumps(result, indent=2) + "\n")
-    if result["status"] == "error":
+    outcome = gate_report(GateRequest(report_path, baseline, baseline_ref, target_name, update_baseline, markdown,
+                                      junit, html, json_path, history_path), show=_print)
+    result = outcome.result
+    if result is not None and result["status"] == "error":
         first = next(v for v in result["verdicts"] if v["status"] == "error")
         click.echo(f"edgeprep: error: the gate could not judge {result['counts']['error']} check(s); first: "
                    f"{first['artifact']} {first['check']}: {first['detail']}", err=True)
         return EXIT_ERROR
-    if result["status"] == "failed":
+    if result is not None and result["status"] == "failed":
         return EXIT_FAILED_CHECK
-    if update_baseline:
-        _write_baseline(with_latencies(report, directory), baseline, validate, atomic_path)
-        click.echo(f"baseline updated: {baseline}")
+    if outcome.message:
+        click.echo(outcome.message)
     return EXIT_OK
-
-
-def _write_baseline(report: dict, path: Path, validate, atomic_path) -> None:
-    validate(report)
-    from edgeprep.outputs import REPORT_KINDS
-
-    with atomic_path(path, REPORT_KINDS["json"]) as tmp:
-        tmp.write_text(json.dumps(report, indent=1) + "\n")
 
 
 def _print(result: dict) -> None:
