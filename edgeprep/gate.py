@@ -14,6 +14,11 @@ is far larger than within one. A latency regression fails only when it is above 
 threshold *and* significant: the lower end of the interval at ``latency_confidence`` is above
 ``1 + max_latency_regression_pct / 100``. So run-to-run noise, which widens the interval, cannot fail a build, and
 a clearly slower model, whose whole interval sits above the threshold, always does.
+
+Every threshold is compared by one judge, ``Goal.met``: a metric at most (``max``) or at least (``min``) a limit,
+within ``TOLERANCE``, a non-finite value never meeting it. Verify checks each artifact with it (``goals``,
+``THRESHOLD_CHECKS``, ``judge`` for the artifact's status); the gate compares through it too, after computing its
+baseline-relative values (size growth, ``accuracy_drop`` against the baseline, the latency ratio's lower bound).
 """
 
 from __future__ import annotations
@@ -46,10 +51,14 @@ class Verdict:
         return d
 
 
+def _number(value) -> bool:
+    """A real number (a bool is not one)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
 def _finite(value) -> bool:
     """A measured value the gate can judge: a real number, not NaN or infinite."""
-    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-            and math.isfinite(value))
+    return _number(value) and math.isfinite(value)
 
 
 def _unjudgeable(key: str, check: str, what: str, value, side: str) -> Verdict | None:
@@ -136,12 +145,93 @@ def median_ratio(current, baseline, confidence: float = 0.95, resamples: int = 2
     return float(np.median(np.concatenate(cur)) / np.median(np.concatenate(base))), float(lo), float(hi)
 
 
+# ---------------------------------------------------------------- the one threshold judge
+
+TOLERANCE = 1e-9       # how far past its limit a value may sit and still pass: float noise, not a regression
+KINDS = ("max", "min")
+
+
+@dataclass(frozen=True)
+class Goal:
+    """A threshold as data: ``metric`` at most (``max``) or at least (``min``) ``limit``; its check is named
+    ``<kind>_<metric>``, as the target's ``[gates]`` key (``max_accuracy_drop`` is ``Goal("accuracy_drop", "max",
+    limit)``)."""
+
+    metric: str
+    kind: str
+    limit: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"a goal's kind is one of {', '.join(KINDS)}, got {self.kind!r}")
+        if not _number(self.limit):     # a NaN limit is a number no value meets, as every comparison with NaN fails
+            raise ValueError(f"{self.name}: the limit is {self.limit!r}, not a number; a threshold that is not set is "
+                             "no goal")
+
+    @classmethod
+    def named(cls, name: str, limit: float) -> Goal:
+        """The goal of a ``[gates]`` key: ``Goal.named("min_agreement", 0.99)``."""
+        kind, _, metric = name.partition("_")
+        return cls(metric, kind, limit)
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}_{self.metric}"
+
+    def met(self, value) -> bool:
+        """Whether ``value`` meets the goal, within ``TOLERANCE``. A value that is not a finite number (None, NaN,
+        infinite, not a number) never does."""
+        if not _finite(value):
+            return False
+        return bool(value <= self.limit + TOLERANCE if self.kind == "max" else value >= self.limit - TOLERANCE)
+
+    def status(self, value) -> str:
+        """The gate verdict's status: ``pass`` or ``fail``."""
+        return "pass" if self.met(value) else "fail"
+
+
+# The thresholds a target sets that each artifact is checked against on its own (by verify, and again by the gate),
+# in the order their checks are written; the others (finite_outputs, the export-integrity checks, a failed benchmark)
+# can fail an artifact but do not verify it against anything the user asked for.
+THRESHOLD_CHECKS = ("max_accuracy_drop", "min_agreement", "min_sqnr_db", "max_size_bytes")
+
+
+def goals(thresholds: Thresholds) -> list[Goal]:
+    """The goals of the per-artifact thresholds (``THRESHOLD_CHECKS``) that are set; a threshold left out is none."""
+    return [Goal.named(name, getattr(thresholds, name)) for name in THRESHOLD_CHECKS
+            if getattr(thresholds, name) is not None]
+
+
+def accuracy_drop(reference_accuracy: float, accuracy: float) -> float:
+    """Points of top-1 accuracy (fractions in [0, 1]) that ``accuracy`` is below ``reference_accuracy``, to 4
+    decimals: negative when it is above."""
+    return round(100.0 * (reference_accuracy - accuracy), 4)
+
+
+def thresholds_in(checks: list[dict]) -> int:
+    """How many of ``checks`` are target thresholds."""
+    return sum(1 for c in checks if c["name"] in THRESHOLD_CHECKS)
+
+
+def judge(measured: bool, checks: list[dict]) -> str:
+    """An artifact's verification status from whether its numerics were measured and the checks evaluated on it:
+    ``failed`` when any check failed, else ``unmeasured`` (numerics unknown, whatever passed), ``verified`` (at
+    least one target threshold checked, all passed) or ``measured`` (no threshold to pass or fail)."""
+    if any(not c["passed"] for c in checks):
+        return "failed"
+    if not measured:
+        return "unmeasured"
+    return "verified" if thresholds_in(checks) else "measured"
+
+
+# ---------------------------------------------------------------- the gate's checks
+
 def check_size(key: str, size: int, base_size: int | None, t: Thresholds) -> list[Verdict]:
     out = []
     if t.max_size_bytes is not None:
         out.append(_unjudgeable(key, "max_size_bytes", "the size", size, "this report") or
-                   Verdict(key, "max_size_bytes", "pass" if size <= t.max_size_bytes else "fail", size, base_size,
-                           t.max_size_bytes, f"{size:,} bytes (limit {t.max_size_bytes:,})"))
+                   Verdict(key, "max_size_bytes", Goal.named("max_size_bytes", t.max_size_bytes).status(size), size,
+                           base_size, t.max_size_bytes, f"{size:,} bytes (limit {t.max_size_bytes:,})"))
     if t.max_size_growth_pct is not None:
         name = "max_size_growth_pct"
         bad = (_unjudgeable(key, name, "the size", size, "this report")
@@ -155,8 +245,8 @@ def check_size(key: str, size: int, base_size: int | None, t: Thresholds) -> lis
                                                           "can be measured from it; update the baseline"))
         else:
             growth = 100.0 * (size - base_size) / base_size
-            out.append(Verdict(key, "max_size_growth_pct", "pass" if growth <= t.max_size_growth_pct + 1e-9
-                               else "fail", round(growth, 3), base_size, t.max_size_growth_pct,
+            out.append(Verdict(key, name, Goal.named(name, t.max_size_growth_pct).status(growth),
+                               round(growth, 3), base_size, t.max_size_growth_pct,
                                f"{size:,} bytes vs {base_size:,} in the baseline ({growth:+.1f} %)"))
     return out
 
@@ -172,20 +262,20 @@ def check_accuracy(key: str, metrics: dict | None, base_metrics: dict | None, t:
         drop = m.get("accuracy_drop")
         out.append(missing("max_accuracy_drop", "the accuracy drop vs the float model") if drop is None else
                    _unjudgeable(key, "max_accuracy_drop", "the accuracy drop", drop, "this report") or
-                   Verdict(key, "max_accuracy_drop", "pass" if drop <= t.max_accuracy_drop + 1e-9 else "fail",
+                   Verdict(key, "max_accuracy_drop", Goal.named("max_accuracy_drop", t.max_accuracy_drop).status(drop),
                            drop, None, t.max_accuracy_drop, f"{drop:+.2f} points below the float model"))
     if t.min_agreement is not None:
         v = m.get("agreement")
         out.append(missing("min_agreement", "top-1 agreement") if v is None else
                    _unjudgeable(key, "min_agreement", "top-1 agreement", v, "this report") or
-                   Verdict(key, "min_agreement", "pass" if v >= t.min_agreement else "fail", v, None,
+                   Verdict(key, "min_agreement", Goal.named("min_agreement", t.min_agreement).status(v), v, None,
                            t.min_agreement, f"agreement {v:.4f}"))
     if t.min_sqnr_db is not None:
         v = m.get("sqnr_db")
         out.append(missing("min_sqnr_db", "SQNR") if v is None else
                    _unjudgeable(key, "min_sqnr_db", "SQNR", v, "this report") or
-                   Verdict(key, "min_sqnr_db", "pass" if v >= t.min_sqnr_db else "fail", v, None, t.min_sqnr_db,
-                           f"SQNR {v:.1f} dB"))
+                   Verdict(key, "min_sqnr_db", Goal.named("min_sqnr_db", t.min_sqnr_db).status(v), v, None,
+                           t.min_sqnr_db, f"SQNR {v:.1f} dB"))
     if t.max_accuracy_drop_vs_baseline is not None:
         acc, base = m.get("accuracy"), b.get("accuracy")
         name = "max_accuracy_drop_vs_baseline"
@@ -197,9 +287,8 @@ def check_accuracy(key: str, metrics: dict | None, base_metrics: dict | None, t:
         elif bad:
             out.append(bad)
         else:
-            drop = round(100.0 * (base - acc), 4)
-            out.append(Verdict(key, "max_accuracy_drop_vs_baseline",
-                               "pass" if drop <= t.max_accuracy_drop_vs_baseline + 1e-9 else "fail", acc, base,
+            drop = accuracy_drop(base, acc)
+            out.append(Verdict(key, name, Goal.named(name, t.max_accuracy_drop_vs_baseline).status(drop), acc, base,
                                t.max_accuracy_drop_vs_baseline,
                                f"top-1 {acc:.4f} vs {base:.4f} in the baseline ({drop:+.2f} points lower)"))
     return out
@@ -226,7 +315,7 @@ def check_latency(key: str, current: list | None, baseline: list | None, t: Thre
     if not all(map(math.isfinite, (point, lo, hi))):     # cannot happen with positive finite samples: fail closed
         return [Verdict(key, name, "error", detail=f"the latency ratio is not finite (x{point} [{lo}, {hi}])")]
     limit = 1.0 + t.max_latency_regression_pct / 100.0
-    status = "fail" if lo > limit else "pass"
+    status = Goal("latency_ratio_lower_bound", "max", limit).status(lo)   # significant: the whole interval above
     med_c, med_b = (float(np.median(np.concatenate(_groups(x)))) for x in (current, baseline))
     processes = f"{len(_groups(current))} vs {len(_groups(baseline))} processes"
     detail = (f"median {med_c:.4g} ms vs {med_b:.4g} ms: x{point:.3f} [{lo:.3f}, {hi:.3f}] at {confidence:.0%} "
@@ -252,7 +341,7 @@ def check_instructions(key: str, bench: dict | None, base_bench: dict | None, t:
     if base < 0 or cur < 0:
         return [Verdict(key, name, "error", detail=f"a negative instruction count ({cur:,} vs {base:,})")]
     growth = 100.0 * (cur - base) / base
-    return [Verdict(key, name, "pass" if growth <= t.max_instructions_regression_pct else "fail",
+    return [Verdict(key, name, Goal.named(name, t.max_instructions_regression_pct).status(growth),
                     round(growth, 3), base, t.max_instructions_regression_pct,
                     f"{cur:,} vs {base:,} instructions per inference ({growth:+.1f} %)")]
 
@@ -272,8 +361,6 @@ def check_recorded(key: str, entry: dict) -> list[Verdict]:
     """The report's own checks the gate does not recompute (export integrity, finite outputs, QAT's all_int8, a
     failed benchmark): one failed there fails the gate too. Threshold checks are judged again above, with the
     gate's thresholds."""
-    from edgeprep.stages.verify import THRESHOLD_CHECKS
-
     out = []
     for c in (entry.get("verification") or {}).get("checks") or []:
         if c["name"] not in THRESHOLD_CHECKS and not c.get("passed"):

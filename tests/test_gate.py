@@ -11,16 +11,82 @@ from conftest import MANIFEST
 
 from edgeprep.config.gates import Gates, Thresholds
 from edgeprep.gate import (
+    TOLERANCE,
+    Goal,
+    accuracy_drop,
     check_accuracy,
     check_instructions,
     check_latency,
     check_size,
     evaluate,
+    goals,
+    judge,
     median_ratio,
     non_finite,
 )
 
 # ---------------------------------------------------------------- pure functions
+
+
+def test_the_judge_at_the_limit_and_just_past_the_tolerance():
+    at_most, at_least = Goal("accuracy_drop", "max", 1.0), Goal("agreement", "min", 0.99)
+    assert at_most.name == "max_accuracy_drop" and at_least.name == "min_agreement"
+    assert at_most.met(1.0) and at_most.met(0.0) and at_most.met(-3.0) and at_most.met(1.0 + TOLERANCE / 2)
+    assert not at_most.met(1.0 + 2 * TOLERANCE) and not at_most.met(1.001)
+    assert at_least.met(0.99) and at_least.met(1.0) and at_least.met(0.99 - TOLERANCE / 2)
+    assert not at_least.met(0.99 - 2 * TOLERANCE) and not at_least.met(0.98)
+    assert at_most.met(0.4 + 0.6) and at_most.met(100.0 * (0.907 - 0.897))     # float noise at the limit passes
+    size = Goal.named("max_size_bytes", 1000)
+    assert (size.metric, size.kind) == ("size_bytes", "max") and size.met(1000) and not size.met(1001)
+    assert size.status(1000) == "pass" and size.status(1001) == "fail"
+    assert type(size.met(np.int64(5))) is bool and Goal("sqnr_db", "min", 20.0).met(np.float32(20.0))
+
+
+def test_the_judge_never_passes_what_is_not_a_finite_number():
+    for goal in (Goal("accuracy_drop", "max", 1.0), Goal("sqnr_db", "min", 20.0)):
+        for value in (float("nan"), float("inf"), float("-inf"), np.float64("nan"), np.float32("inf"), None, "0.5",
+                      True, [0.5]):
+            assert goal.met(value) is False and goal.status(value) == "fail", (goal, value)
+    assert Goal("accuracy_drop", "max", 1.0).met(-1e300)      # very small, but finite: a real value under a max
+
+
+def test_a_goal_needs_a_kind_and_a_finite_limit_and_an_unset_threshold_is_none():
+    for limit in (None, "0.9", True):
+        with pytest.raises(ValueError, match="not a number"):
+            Goal("agreement", "min", limit)
+    assert not Goal("agreement", "min", float("nan")).met(1.0)                 # a NaN limit: nothing meets it
+    assert Goal("size_bytes", "max", float("inf")).met(10**12) and not Goal("sqnr_db", "min", float("inf")).met(1e9)
+    with pytest.raises(ValueError, match="max, min"):
+        Goal.named("least_agreement", 0.9)
+    assert goals(Thresholds()) == []
+    assert goals(Thresholds(max_size_growth_pct=5.0, max_latency_regression_pct=10.0)) == []   # the gate's own
+    t = Thresholds(max_size_bytes=10, min_sqnr_db=30.0, max_accuracy_drop=0.0, min_agreement=0.95)
+    assert [(g.name, g.limit) for g in goals(t)] == [("max_accuracy_drop", 0.0), ("min_agreement", 0.95),
+                                                      ("min_sqnr_db", 30.0), ("max_size_bytes", 10)]
+    assert goals(Thresholds(max_accuracy_drop=0.0))[0].met(0.0)                   # a zero limit is a limit
+
+
+def test_one_accuracy_drop_formula_and_the_status_of_an_artifact():
+    assert accuracy_drop(0.907, 0.9) == 0.7 and accuracy_drop(0.5, 0.75) == -25.0 and accuracy_drop(1.0, 1.0) == 0
+    assert accuracy_drop(1.0, 0.95) == 5.0 and accuracy_drop(0.9, 0.899999) == 0.0001     # 4 decimals
+    ok, bad = {"name": "min_agreement", "passed": True}, {"name": "max_size_bytes", "passed": False}
+    assert judge(True, [ok]) == "verified" and judge(False, [ok]) == "unmeasured" and judge(True, []) == "measured"
+    assert judge(True, [ok, bad]) == "failed" and judge(False, [bad]) == "failed"
+
+
+def test_verify_and_the_gate_judge_a_threshold_alike():
+    """The same value at the same limit passes (or fails) in verify's check and in the gate's verdict."""
+    from edgeprep.stages.verify import check
+
+    for drop, agreement, sqnr, size in ((1.0, 0.99, 30.0, 1000), (1.0 + 1e-12, 0.99 - 1e-12, 30.0 - 1e-12, 1000),
+                                        (1.01, 0.98, 29.9, 1001), (float("nan"), 0.99, float("inf"), 1000)):
+        t = Thresholds(max_accuracy_drop=1.0, min_agreement=0.99, min_sqnr_db=30.0, max_size_bytes=1000)
+        values = {"accuracy_drop": drop, "agreement": agreement, "sqnr_db": sqnr}
+        in_verify = {c["name"]: c["passed"] for c in check(values, t, size)}
+        in_gate = {v.check: v.status for v in check_accuracy("m", values, None, t) + check_size("m", size, None, t)}
+        assert set(in_verify) == set(in_gate) == {"max_accuracy_drop", "min_agreement", "min_sqnr_db",
+                                                  "max_size_bytes"}
+        assert in_verify == {name: status == "pass" for name, status in in_gate.items()}    # NaN: error, not pass
 
 
 def test_median_ratio_interval_separates_noise_from_a_shift():

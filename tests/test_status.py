@@ -87,7 +87,7 @@ def test_summary_takes_the_weakest_status():
 
 def test_only_target_thresholds_verify():
     """Checks the target did not set (export integrity, finite outputs) can fail an artifact, never verify it."""
-    from edgeprep.stages.verify import judge, thresholds_in
+    from edgeprep.gate import judge, thresholds_in
 
     integrity = [{"name": "no_foldable_bn_ops", "passed": True}, {"name": "finite_outputs", "passed": True}]
     assert judge(True, integrity) == "measured" and thresholds_in(integrity) == 0

@@ -6,10 +6,11 @@
     [gates.int8]
     max_accuracy_drop = 1.0        # int8 artifacts may lose more
 
-Checks are pure functions of measured values (``edgeprep.stages.verify.check``); a threshold left out is not
-checked. The thresholds that compare with a stored baseline (``max_size_growth_pct``,
-``max_accuracy_drop_vs_baseline``, ``max_latency_regression_pct``, ``max_instructions_regression_pct``) are applied
-by ``edgeprep gate`` (``edgeprep.gate``); a latency regression fails only when it is above the threshold with
+Each threshold is a goal, ``<max|min>_<metric>``, judged by one pure function of the measured value
+(``edgeprep.gate.Goal``, used by verify and by the gate alike); a threshold left out is not checked. The thresholds
+that compare with a stored baseline (``max_size_growth_pct``, ``max_accuracy_drop_vs_baseline``,
+``max_latency_regression_pct``, ``max_instructions_regression_pct``) are applied by ``edgeprep gate``
+(``edgeprep.gate``); a latency regression fails only when it is above the threshold with
 ``latency_confidence`` (bootstrap confidence interval of the ratio of medians).
 """
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from edgeprep.artifact import Artifact
 from edgeprep.errors import InputError
+from edgeprep.gate import thresholds_in
 from edgeprep.toolchain import toolchain
 
 SCHEMA_VERSION = 1
@@ -37,7 +38,7 @@ def target_entry(target) -> dict | None:
     return None if target is None else {"name": target.name, "source": target.source, "profile": target.to_dict()}
 
 
-# An artifact's verification status (stages.verify.judge) and the summary status it allows, weakest first: the
+# An artifact's verification status (edgeprep.gate.judge) and the summary status it allows, weakest first: the
 # weakest artifact sets the run's status. Reports written before these words read "unverified" for "unmeasured".
 ARTIFACT_STATUSES = ("failed", "unmeasured", "measured", "verified")
 SUMMARY_STATUSES = ("failed", "unmeasured", "measured", "passed")
@@ -46,8 +47,6 @@ LEGACY_STATUSES = {"unverified": "unmeasured"}
 
 def checks_count(verification: dict) -> int:
     """How many checks were evaluated on an artifact (older reports lack ``thresholds_checked``: count them)."""
-    from edgeprep.stages.verify import thresholds_in
-
     count = verification.get("thresholds_checked")
     return thresholds_in(verification.get("checks") or []) if count is None else count
 
@@ -72,8 +71,6 @@ def summarize(entries: list[dict]) -> dict:
 def settle(report: dict) -> dict:
     """Recompute what a report derives from its artifacts, after building it or after a stage added checks to an
     entry (a failed benchmark): each ``verification.thresholds_checked`` and the ``summary``. Returns ``report``."""
-    from edgeprep.stages.verify import thresholds_in
-
     for entry in report["artifacts"]:
         entry["verification"]["thresholds_checked"] = thresholds_in(entry["verification"].get("checks") or [])
     report["summary"] = summarize(report["artifacts"])

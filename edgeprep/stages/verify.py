@@ -4,10 +4,11 @@ The float reference is computed once per evaluation set and reused for every art
 the same ``device_bench`` runner that benchmarks it; artifacts no runtime here can execute are reported
 ``unmeasured`` with the reason, never skipped silently.
 
-The status of an artifact says what happened (``judge``): ``verified`` — numerics measured and at least one check
-evaluated, every one passed; ``measured`` — numerics measured, no check to pass or fail; ``unmeasured`` — numerics
-not measured (the reason says why; checks that need no execution, like the size, still apply); ``failed`` — a
-check failed.
+Thresholds are judged, and the status is given, by ``edgeprep.gate`` (``Goal``, ``judge``): the same judge the
+regression gate uses. The status of an artifact says what happened: ``verified`` — numerics measured and at least
+one check evaluated, every one passed; ``measured`` — numerics measured, no check to pass or fail; ``unmeasured`` —
+numerics not measured (the reason says why; checks that need no execution, like the size, still apply); ``failed``
+— a check failed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from edgeprep.artifact import Artifact
 from edgeprep.config.gates import Thresholds
 from edgeprep.data import Dataset, check_labels
 from edgeprep.errors import VerificationError
+from edgeprep.gate import accuracy_drop, goals, judge
 from edgeprep.models import ModelHandle
 
 BATCH = 256
@@ -87,48 +89,11 @@ def run_artifact(artifact: Artifact, data: Dataset, threads: int | None, limit: 
 
 
 def check(values: dict, thresholds: Thresholds, size_bytes: int) -> list[dict]:
-    """Compare measured values with thresholds. Pure: one entry per threshold that is set and measurable."""
-    found = []
-
-    def add(name: str, value, limit, ok: bool) -> None:   # a non-finite value never passes (NaN compares False)
-        try:
-            finite = bool(np.isfinite(value))
-        except TypeError:
-            finite = False
-        found.append({"name": name, "value": value, "threshold": limit, "passed": bool(ok) and finite})
-
-    if thresholds.max_accuracy_drop is not None and values.get("accuracy_drop") is not None:
-        add("max_accuracy_drop", values["accuracy_drop"], thresholds.max_accuracy_drop,
-            values["accuracy_drop"] <= thresholds.max_accuracy_drop + 1e-9)
-    if thresholds.min_agreement is not None and values.get("agreement") is not None:
-        add("min_agreement", values["agreement"], thresholds.min_agreement,
-            values["agreement"] >= thresholds.min_agreement)
-    if thresholds.min_sqnr_db is not None and values.get("sqnr_db") is not None:
-        add("min_sqnr_db", values["sqnr_db"], thresholds.min_sqnr_db, values["sqnr_db"] >= thresholds.min_sqnr_db)
-    if thresholds.max_size_bytes is not None:
-        add("max_size_bytes", size_bytes, thresholds.max_size_bytes, size_bytes <= thresholds.max_size_bytes)
-    return found
-
-
-# The checks that are thresholds a target sets ([gates]); the others (finite_outputs, the export-integrity checks,
-# a failed benchmark) can fail an artifact but do not verify it against anything the user asked for.
-THRESHOLD_CHECKS = frozenset(("max_accuracy_drop", "min_agreement", "min_sqnr_db", "max_size_bytes"))
-
-
-def thresholds_in(checks: list[dict]) -> int:
-    """How many of ``checks`` are target thresholds."""
-    return sum(1 for c in checks if c["name"] in THRESHOLD_CHECKS)
-
-
-def judge(measured: bool, checks: list[dict]) -> str:
-    """An artifact's verification status from whether its numerics were measured and the checks evaluated on it:
-    ``failed`` when any check failed, else ``unmeasured`` (numerics unknown, whatever passed), ``verified`` (at
-    least one target threshold checked, all passed) or ``measured`` (no threshold to pass or fail)."""
-    if any(not c["passed"] for c in checks):
-        return "failed"
-    if not measured:
-        return "unmeasured"
-    return "verified" if thresholds_in(checks) else "measured"
+    """Compare measured values with thresholds (``edgeprep.gate.goals``). Pure: one entry per threshold that is set
+    and measurable; a value that is not a finite number never passes."""
+    measured = {**values, "size_bytes": size_bytes}
+    return [{"name": g.name, "value": measured[g.metric], "threshold": g.limit, "passed": g.met(measured[g.metric])}
+            for g in goals(thresholds) if measured.get(g.metric) is not None]
 
 
 def unmeasured(artifact: Artifact, reason: str, thresholds: Thresholds,
@@ -163,7 +128,7 @@ def verify(artifact: Artifact, ref: Reference, data: Dataset, thresholds: Thresh
         raise VerificationError(f"{artifact.label}: {exc}") from None
     values = metrics.compare(outputs, ref.outputs, ref.labels)
     if values["accuracy"] is not None and ref.accuracy is not None:
-        values["accuracy_drop"] = round(100.0 * (ref.accuracy - values["accuracy"]), 4)
+        values["accuracy_drop"] = accuracy_drop(ref.accuracy, values["accuracy"])
     checks = check(values, thresholds, artifact.size_bytes)
     bad = int(np.size(outputs) - np.count_nonzero(np.isfinite(outputs)))
     if bad:      # whatever thresholds are set, an artifact that computes NaN/inf is broken
