@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from edgeprep.artifact import PRECISIONS
-from edgeprep.backends import FORMATS
+from edgeprep.backends import FORMATS, get_backend
 from edgeprep.config import dump_toml, from_mapping, to_mapping
 from edgeprep.config.bench import BenchConfig
 from edgeprep.config.calibrate import CalibrateConfig
@@ -32,10 +32,6 @@ from edgeprep.errors import ConfigError, InputError
 
 # The profiles shipped with edgeprep: package data, a Path in a checkout or a wheel, a zip entry in a zip.
 SHIPPED: Traversable = files("edgeprep") / "profiles"
-
-# Which runtime executes which format. "auto" = each format's own runtime.
-RUNTIME_FORMATS = {"litert": ("tflite",), "openvino": ("openvino", "tflite"), "coreml": ("coreml",),
-                   "onnxruntime": ()}
 
 
 @dataclass(frozen=True)
@@ -73,8 +69,8 @@ class TargetProfile:
             raise ValueError("precisions must name at least one of " + ", ".join(PRECISIONS))
         if self.threads < 1:
             raise ValueError("threads must be >= 1")
-        if self.runtime != "auto":
-            bad = [f for f in self.formats if f not in RUNTIME_FORMATS[self.runtime]]
+        if self.runtime != "auto":     # "auto": each format's own runtime; else one that runs every format
+            bad = [f for f in self.formats if f not in FORMATS or self.runtime not in get_backend(f).runtimes]
             if bad:
                 raise ValueError(f"runtime '{self.runtime}' cannot execute format(s) {', '.join(bad)}; use "
                                  "runtime = \"auto\" or a runtime that runs them")

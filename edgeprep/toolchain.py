@@ -9,17 +9,20 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-PACKAGES = {
-    "tensorflow": ("tensorflow-cpu", "tensorflow", "tensorflow-macos"),
-    "keras": ("keras",),
-    "litert": ("ai-edge-litert",),
-    "coremltools": ("coremltools",),
-    "openvino": ("openvino",),
-    "nncf": ("nncf",),
-    "onnx": ("onnx",),
-    "onnxruntime": ("onnxruntime",),
-    "numpy": ("numpy",),
-}
+# (report field, distributions that provide it), in report order: the packages, not the formats (each backend
+# names the fields of its own toolchain in ``Backend.packages``). A table here rather than asked of the backends:
+# reports read it, and both sit below the backends.
+PACKAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("tensorflow", ("tensorflow-cpu", "tensorflow", "tensorflow-macos")),
+    ("keras", ("keras",)),
+    ("litert", ("ai-edge-litert",)),
+    ("coremltools", ("coremltools",)),
+    ("openvino", ("openvino",)),
+    ("nncf", ("nncf",)),
+    ("onnx", ("onnx",)),
+    ("onnxruntime", ("onnxruntime",)),
+    ("numpy", ("numpy",)),
+)
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8", "neon", "asimd",
              "asimddp", "i8mm")
 
@@ -53,5 +56,5 @@ def toolchain() -> dict:
     from edgeprep import __version__
 
     return {"edgeprep": __version__, "python": platform.python_version(),
-            **{name: version_of(*dists) for name, dists in PACKAGES.items()},
+            **{name: version_of(*dists) for name, dists in PACKAGES},
             "os": f"{platform.system()} {platform.release()}", "platform": sys.platform, "cpu": cpu_info()}

@@ -99,7 +99,7 @@ def _se_rows(layers: list[dict]) -> dict[str, dict]:
 
 
 def _check_layer_report(art: dict, run: Path, method: str) -> None:
-    from edgeprep.backends import layer_error as le
+    from edgeprep.backends.tflite import layer_error as le
 
     lerr = art["layer_errors"]
     assert lerr["status"] == "measured", (method, lerr)
@@ -150,8 +150,8 @@ def test_se_model_qat_and_ptq_per_layer_report_all_int8_and_quiet_toolchains(se_
 
 def _export(tmp_path: Path, model, name: str, keep=frozenset(), method: str = "qat"):
     """A QAT TFLite export of ``model`` (ranges from 32 calibration images, no training) as an Artifact."""
+    from edgeprep.backends.tflite import qat as export
     from edgeprep.data import Dataset
-    from edgeprep.qat import export
     from edgeprep.qat.model import QATModel
     from edgeprep.qat.ranges import activation_ranges
     from edgeprep.stages.convert import open_artifact
@@ -207,7 +207,7 @@ def test_qat_plan_quantizes_every_tensor_of_rescaling_average_and_activations(tm
     import keras
     from keras import layers
 
-    from edgeprep.qat.checks import float_ops
+    from edgeprep.backends.tflite.graph import float_ops
     from edgeprep.qat.graph import plan
     from edgeprep.qat.model import inner_points
 

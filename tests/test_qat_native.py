@@ -130,7 +130,7 @@ def test_layers_kept_float_export_constants_not_variables():
     import keras
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from edgeprep.qat import export
+    from edgeprep.backends.tflite import qat as export
     from edgeprep.qat.model import QATModel
 
     keras.utils.set_random_seed(0)

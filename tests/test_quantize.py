@@ -47,6 +47,7 @@ def _layernorm_model(path):
 
 def test_tflite_ptq_range_methods_keep_float_and_float_op_check(tmp_path, small, data):
     from edgeprep.backends import layer_error
+    from edgeprep.backends.tflite.layer_error import tflite_errors
 
     work = tmp_path / "work"        # shared: int8 conversions of the same model reuse one calibration
 
@@ -62,9 +63,9 @@ def test_tflite_ptq_range_methods_keep_float_and_float_op_check(tmp_path, small,
     assert pc.sha256 != mm.sha256 and len(list(work.glob("calibrated-*.tflite"))) == 2
     fp = convert(small, "tflite", "fp32", TFLiteOptions(), tmp_path / "f.fp32.tflite")
     x, _ = data.evaluation.arrays(64)
-    errs = layer_error.ranked(layer_error.tflite_errors(mm.path, fp.path, x))
+    errs = layer_error.ranked(tflite_errors(mm.path, fp.path, x))
     assert len(errs) >= 6 and all(5 < e.sqnr_db < 80 for e in errs), errs
-    same = layer_error.tflite_errors(fp.path, fp.path, x)
+    same = tflite_errors(fp.path, fp.path, x)
     assert all(e.sqnr_db >= 100 for e in same)               # float against itself: (near) exact
     keep = errs[0].node
     kept = int8("k", keep_float=(keep,))
@@ -110,12 +111,13 @@ def test_keep_float_search_keeps_worst_layers_up_to_the_limit(tmp_path, small, d
 
 def test_openvino_ignored_scope_and_accuracy_control(tmp_path, small, data):
     from edgeprep.backends import layer_error
+    from edgeprep.backends.openvino.layer_error import openvino_errors
 
     base = convert(small, "openvino", "int8", OpenVINOOptions(), tmp_path / "a.int8.xml",
                    calibration=data.calibration, calibration_samples=100)
     fp = convert(small, "openvino", "fp32", OpenVINOOptions(), tmp_path / "f.fp32.xml")
     x, _ = data.evaluation.arrays(32)
-    errs = layer_error.ranked(layer_error.openvino_errors(base.path, fp.path, x))
+    errs = layer_error.ranked(openvino_errors(base.path, fp.path, x))
     assert errs and errs[0].sqnr_db < 60
     conv_node = next(e.node for e in errs if e.op == "Convolution")
     ign = convert(small, "openvino", "int8", OpenVINOOptions(ignored_scope=IgnoredScope(names=(conv_node,)),
@@ -158,8 +160,8 @@ def test_qat_plan_folds_bn_and_lists_unhandled_layers(tmp_path, data):
     x, _ = data.evaluation.arrays(64)
     flt = np.asarray(qat(x, Mode(quantize=False))[0])
     np.testing.assert_allclose(flt, m.predict(x, verbose=0), atol=1e-5)   # folded float graph == the model
+    from edgeprep.backends.tflite import qat as export
     from edgeprep.backends.tflite.ptq import float_ops
-    from edgeprep.qat import export
 
     flat = export.to_tflite(qat, (28, 28, 1))
     from ai_edge_litert.interpreter import Interpreter

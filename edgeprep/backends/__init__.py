@@ -6,21 +6,38 @@ module, and its toolchain, is imported only when that format is asked for.
 
 from __future__ import annotations
 
+from typing import Iterable
+
 from device_bench.registry import LazyRegistry
 from edgeprep.backends.base import Backend
 from edgeprep.errors import RuntimeUnavailable
 
-REGISTRY: LazyRegistry[type[Backend]] = LazyRegistry("format", {
+# Format -> the module that registers it, in the order edgeprep lists formats in messages (``LISTED``).
+MODULES = {
     "tflite": "edgeprep.backends.tflite.backend",
     "openvino": "edgeprep.backends.openvino.backend",
     "coreml": "edgeprep.backends.coreml.backend",
-}, RuntimeUnavailable)
+}
+REGISTRY: LazyRegistry[type[Backend]] = LazyRegistry("format", MODULES, RuntimeUnavailable)
 register = REGISTRY.register
 FORMATS = tuple(REGISTRY.names())
+LISTED = tuple(MODULES)
 
 
 def get_backend(name: str) -> Backend:
     return REGISTRY.get(name)()
 
 
-__all__ = ["Backend", "FORMATS", "REGISTRY", "get_backend", "register"]
+def needing_calibration(plan: Iterable[tuple[str, str]]) -> list[str]:
+    """The ``"<format> <precision>"`` artifacts of ``plan`` ((format, precision) pairs) that cannot be converted
+    without calibration data (``Backend.needs_calibration``: int8, except Core ML's weights-only int8)."""
+    return [f"{fmt} {precision}" for fmt, precision in plan if get_backend(fmt).needs_calibration(precision)]
+
+
+def suffix_formats() -> dict[str, str]:
+    """Artifact file suffix -> format (``.tflite`` -> ``tflite``), in ``LISTED`` order."""
+    return {get_backend(fmt).suffix: fmt for fmt in LISTED}
+
+
+__all__ = ["Backend", "FORMATS", "LISTED", "REGISTRY", "get_backend", "needing_calibration", "register",
+           "suffix_formats"]

@@ -47,7 +47,7 @@ def convert(ctx: click.Context, model: Path, fmt: str, precision: str, data: Pat
     """
     import dataclasses
 
-    from edgeprep.backends import get_backend
+    from edgeprep.backends import get_backend, needing_calibration
     from edgeprep.config.calibrate import CalibrateConfig
     from edgeprep.config.quantize import few_samples_warning
     from edgeprep.data import check_fits, load_data, read_warnings
@@ -62,8 +62,9 @@ def convert(ctx: click.Context, model: Path, fmt: str, precision: str, data: Pat
     backend = get_backend(fmt)
     reporter = make_reporter(ctx)
     check_model_path(model)
-    if data is None and precision == "int8" and backend.needs_calibration:
-        raise InputError(f"{fmt} int8 needs calibration data", "pass --data with representative samples")
+    needs = needing_calibration([(fmt, precision)])
+    if data is None and needs:
+        raise InputError(f"{needs[0]} needs calibration data", "pass --data with representative samples")
     if data is None and calibrate_cfg.enabled:
         raise InputError("--calibrate (or the target's [calibrate]) re-estimates BatchNorm statistics from data",
                          "pass --data, or --no-calibrate")

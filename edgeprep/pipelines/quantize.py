@@ -142,10 +142,10 @@ def _qat(ctx: RunContext, model_path, cfg, labels: bool, distill: bool, strategy
             opts = ctx.target.options_for(fmt)
             path = ctx.staging / backend.artifact_name(model.name, "int8")
             with ctx.reporter.step(f"Exporting QAT model to {fmt} int8"), quiet():
-                if fmt == "coreml":
+                if backend.qat_reconverts:
                     tuned_handle = load_model(tuned_path)
-                    art = convert(tuned_handle, "coreml", "int8", dataclasses.replace(
-                        opts, weight_compression="linear8"), path, calibration=calib, workdir=ctx.workdir)
+                    art = convert(tuned_handle, fmt, "int8", backend.qat_options(opts), path, calibration=calib,
+                                  workdir=ctx.workdir)
                     built.append(Built(art, None, None))
                     continue
                 art, float_path, requantize = _export_one(ctx, qat, fmt, opts, path, shape)
@@ -154,20 +154,17 @@ def _qat(ctx: RunContext, model_path, cfg, labels: bool, distill: bool, strategy
 
 
 def _export_one(ctx: RunContext, qat, fmt: str, opts, path: Path, shape):
-    from edgeprep.qat import export
+    backend = get_backend(fmt)
 
     def build(keep: frozenset) -> Artifact:
-        ours = get_backend(fmt).recognizes   # rebuilt with layers kept float: replaces the earlier one
-        if fmt == "tflite":
-            with atomic_path(path, ours) as tmp:
-                tmp.write_bytes(export.to_tflite(qat, shape, opts.int8_io, keep=keep))
-        else:
-            with atomic_path(path, ours) as tmp:
-                export.to_openvino(qat, shape, tmp, ctx.workdir, keep=keep)
-                publish(tmp.with_suffix(".bin"), path.with_suffix(".bin"), lambda _p: True, "")
+        ours = backend.recognizes   # rebuilt with layers kept float: replaces the earlier one
+        with atomic_path(path, ours) as tmp:
+            backend.export_qat(qat, shape, tmp, ctx.workdir, opts, keep=keep)
+            for made, final in zip(backend.companion_files(tmp), backend.companion_files(path)):
+                publish(made, final, lambda _p: True, "")     # before the main file: it marks completion
         art = open_artifact(path, ctx.target.options_for)
         quant = {"weights": "int8 per-channel (Dense per-tensor), QAT", "activations": "int8 (QAT ranges)",
-                 "io": opts.int8_io if fmt == "tflite" else "float32", "method": "qat"}
+                 "io": backend.int8_io(opts), "method": "qat"}
         if keep:
             quant["kept_float"] = sorted(keep)
         return dataclasses.replace(art, precision="int8", quantization=quant)
@@ -175,11 +172,8 @@ def _export_one(ctx: RunContext, qat, fmt: str, opts, path: Path, shape):
     art = build(frozenset())
     float_path = None
     if ctx.target.quantize.layer_error_samples:
-        if fmt == "tflite":
-            float_path = export.to_tflite(qat, shape, quantize=False)
-        else:
-            float_path = ctx.workdir / "qat-float.xml"
-            export.to_openvino(qat, shape, float_path, ctx.workdir, quantize=False)
+        float_path = backend.export_qat(qat, shape, ctx.workdir / f"qat-float{backend.suffix}", ctx.workdir, opts,
+                                        quantize=False)
     names = {s.name for s in qat.steps}
 
     def requantize(nodes):

@@ -37,7 +37,7 @@ def ptq_built(ctx, model: ModelHandle, art: Artifact, artifacts: list[Artifact])
     kept float that replaces the artifact in the run directory."""
     backend = get_backend(art.format)
     float_path = None
-    if art.format in layers.MEASURED and ctx.target.quantize.layer_error_samples:
+    if backend.measures_layer_error and ctx.target.quantize.layer_error_samples:
         float_path = next((a.path for a in artifacts if a.format == art.format and a.precision == "fp32"), None)
         if float_path is None:
             opts = target_options(ctx.target, art.format, "fp32")

@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeprep.artifact import Artifact
-from edgeprep.backends import get_backend
+from edgeprep.backends import get_backend, needing_calibration
 from edgeprep.config.quantize import few_samples_warning
 from edgeprep.data import DataSpec, check_fits, check_labels, load_data, read_warnings, scaling_warnings
 from edgeprep.errors import DataError
@@ -37,8 +37,8 @@ from edgeprep.targets import TargetProfile
 
 
 def calibrated_int8(target: TargetProfile) -> list[str]:
-    """The target's int8 artifacts that need calibration data ("tflite int8"; Core ML's int8 is weights only)."""
-    return [f"{f} {p}" for f, p in target.plan() if p == "int8" and get_backend(f).needs_calibration]
+    """The target's artifacts that need calibration data ("tflite int8"; Core ML's int8 is weights only)."""
+    return needing_calibration(target.plan())
 
 
 def load_inputs(model_path: str | Path, data_path: str | Path | None, target: TargetProfile | None = None, *,

@@ -5,5 +5,5 @@
 ``model``  the fake-quant forward pass over that plan: per-channel symmetric weights on the BN-folded kernel,
            activation ranges tracked by EMA, BN statistics synchronized across replicas until frozen.
 ``train``  the training loop under a tf.distribute strategy, with labels or by distillation from the float model.
-``export`` the fine-tuned float model, and TFLite / OpenVINO / Core ML artifacts from the fake-quant graph.
+``export`` the fine-tuned float model and its ranges (the artifacts are the backends': ``Backend.export_qat``).
 """

@@ -1,56 +1,23 @@
 """Checks on QAT artifacts, with the signature of ``edgeprep.stages.verify.ArtifactCheck``:
 ``(artifact, outputs | None, reference | None) -> list of check entries``.
 
-``AllInt8`` — ``all_int8``: a QAT TFLite artifact computes every op in int8. The QAT graph puts a quantizer on every
-tensor the converter emits; an op left in float means a tensor without one (a defect of the export, as the MUL
-and ADD of a Rescaling were), so it fails the check and the run exits 1. Float ops inside layers kept in float on
-purpose are listed but accepted: layers the QAT plan cannot quantize (``quantize.qat.plan.kept_float``, with the
-reason) when ``[tflite] float_fallback`` is true (the default, as for PTQ), and layers the user or the keep-float
-search asked for (the artifact's ``quantization.kept_float``). So are the ops such a layer feeds until the next
-quantizer: a layer kept float by keep-float leaves its output float (TFLite quantizes any op whose tensors all
-have ranges), so the op reading it runs in float too.
+``AllInt8`` — ``all_int8``: a QAT artifact of a format whose QAT export is integer throughout
+(``Backend.all_int8_qat``: TFLite) computes every op in int8, as ``Backend.float_compute_ops`` reads it back. The
+QAT graph puts a quantizer on every tensor the converter emits; an op left in float means a tensor without one (a
+defect of the export, as the MUL and ADD of a Rescaling were), so it fails the check and the run exits 1. Float
+ops inside layers kept in float on purpose are listed but accepted: layers the QAT plan cannot quantize
+(``quantize.qat.plan.kept_float``, with the reason) when ``[tflite] float_fallback`` is true (the default, as for
+PTQ), and layers the user or the keep-float search asked for (the artifact's ``quantization.kept_float``). So are
+the ops such a layer feeds until the next quantizer: a layer kept float by keep-float leaves its output float
+(TFLite quantizes any op whose tensors all have ranges), so the op reading it runs in float too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
-
-
-@dataclass(frozen=True)
-class FloatOp:
-    op: str                  # TFLite op name: MUL, ADD, ...
-    tensor: str              # the name of its (first) output tensor: the Keras layer scopes it came from
-    layers: frozenset        # the name-scope parts of its output tensors (layer names among them)
-    inputs: tuple = ()       # tensor indices it reads (float activations among them)
-    outputs: tuple = ()      # tensor indices it writes
-
-
-def float_ops(path: Path) -> list[FloatOp]:
-    """The compute ops of a TFLite model that read or write a float tensor, in execution order. QUANTIZE and
-    DEQUANTIZE are conversions at int8 boundaries, and ops on integer index tensors (SHAPE) are not float compute:
-    the same rule as the inspection's ``float_ops`` (``edgeprep.backends.tflite.ptq.float_ops``)."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    from edgeprep.backends.tflite.ptq import BOUNDARY_OPS
-
-    it = Interpreter(model_path=str(path),
-                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    details = it.get_tensor_details()
-    out = []
-    for op in it._get_ops_details():
-        if op["op_name"] in BOUNDARY_OPS or op["op_name"] == "DELEGATE":
-            continue
-        tensors = [i for i in list(op["inputs"]) + list(op["outputs"]) if i >= 0]
-        if not any(np.issubdtype(details[i]["dtype"], np.floating) for i in tensors):
-            continue
-        names = [details[i]["name"] for i in op["outputs"] if i >= 0]
-        parts = frozenset(p for n in names for seg in n.split(";") for p in seg.split("/") if p)
-        out.append(FloatOp(op["op_name"], names[0] if names else "", parts,
-                           tuple(i for i in op["inputs"] if i >= 0), tuple(i for i in op["outputs"] if i >= 0)))
-    return out
+from edgeprep.backends import get_backend
+from edgeprep.backends.graph import FloatOp
 
 
 def _counts(ops: list[FloatOp]) -> str:
@@ -79,11 +46,12 @@ class AllInt8:
 
     def __call__(self, artifact, outputs, reference) -> list[dict]:
         quant = artifact.quantization or {}
-        if artifact.format != "tflite" or artifact.precision != "int8" or quant.get("method") != "qat":
+        backend = get_backend(artifact.format)
+        if not backend.all_int8_qat or artifact.precision != "int8" or quant.get("method") != "qat":
             return []
         asked = set(quant.get("kept_float") or ())
         accepted_layers = asked | (set(self.kept_float) if self.float_fallback else set())
-        ops = float_ops(artifact.path)
+        ops = backend.float_compute_ops(artifact.path)
         accepted, unexpected, from_kept = [], [], set()     # from_kept: float tensors written by accepted ops
         for o in ops:                                       # in execution order: producers come first
             ok = bool(o.layers & accepted_layers) or any(i in from_kept for i in o.inputs)
@@ -108,4 +76,4 @@ class AllInt8:
                  "detail": detail}]
 
 
-__all__ = ["AllInt8", "FloatOp", "float_ops"]
+__all__ = ["AllInt8"]

@@ -133,6 +133,30 @@ class QATModel:
             for s in self.steps
             if s.kind not in ("input", "linear", "folded") and getattr(s.layer, "variables", None)}
 
+    def serving_function(self, input_shape: tuple, quantize: bool = True, keep: frozenset = frozenset()):
+        """A batch-1 concrete function of the inference graph (fake quant on unless ``quantize`` is False), for a
+        backend's ``export_qat``."""
+        import tensorflow as tf
+
+        spec = tf.TensorSpec((1, *input_shape), tf.float32, name="input")
+        self.prepare_export()
+
+        @tf.function(input_signature=[spec], autograph=False)
+        def serve(x):
+            out, _, _ = self(x, Mode(quantize=quantize, keep=keep, export=True))
+            return out
+
+        return serve.get_concrete_function()
+
+    def variables_module(self):
+        """A ``tf.Module`` tracking the model's and the quantizers' variables (what converters save or freeze)."""
+        import tensorflow as tf
+
+        mod = tf.Module()
+        mod.model_vars = list(self.model.variables)
+        mod.qat_vars = list(self.vars.values())
+        return mod
+
     def state_numpy(self) -> dict[str, np.ndarray]:
         return {k: np.asarray(v.numpy()) for k, v in self.vars.items()}
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from edgeprep._util import files_of, quiet, sha256_of, tree_size
 from edgeprep.artifact import Artifact, ConvertRequest
-from edgeprep.backends import get_backend
+from edgeprep.backends import get_backend, needing_calibration, suffix_formats
 from edgeprep.config.quantize import QuantizeConfig
 from edgeprep.data import Dataset
 from edgeprep.errors import ConversionError, DataError
@@ -65,8 +65,9 @@ def convert(model: ModelHandle, fmt: str, precision: str, options: Any, out: Pat
     """
     backend = get_backend(fmt)
     backend.check(model, precision)
-    if precision == "int8" and backend.needs_calibration and calibration is None:
-        raise DataError(f"{fmt} int8 needs calibration data", "pass --data with representative samples")
+    needs = needing_calibration([(fmt, precision)])
+    if needs and calibration is None:
+        raise DataError(f"{needs[0]} needs calibration data", "pass --data with representative samples")
     out = Path(out).resolve()
     check_artifact_replaceable(out, fmt)
     staging = staging_dir(out)
@@ -106,23 +107,20 @@ def convert(model: ModelHandle, fmt: str, precision: str, options: Any, out: Pat
                     convert_seconds=round(seconds, 3))
 
 
-SUFFIX_FORMATS = {".tflite": "tflite", ".xml": "openvino", ".mlpackage": "coreml"}
-CONTENT = {"tflite": "a TFLite flatbuffer", "openvino": "OpenVINO IR XML", "coreml": "a Core ML package"}
-
-
 def artifact_format(path: Path) -> str:
     """An artifact's format, from its content; a name whose suffix promises another format is refused."""
     from edgeprep.errors import InputError
 
-    found = [fmt for fmt in SUFFIX_FORMATS.values() if get_backend(fmt).recognizes(path)]
-    named = SUFFIX_FORMATS.get(path.suffix)
+    suffixes = suffix_formats()
+    found = [fmt for fmt in suffixes.values() if get_backend(fmt).recognizes(path)]
+    named = suffixes.get(path.suffix)
     if not found:
         if named:
             raise InputError(f"{path.name} is named like a {named} artifact but is not one (its content is not "
-                             f"{CONTENT[named]})",
+                             f"{get_backend(named).content})",
                              "check the file is complete; re-create it with 'edgeprep convert'")
         raise InputError(f"unsupported artifact '{path.name}': not a TFLite, OpenVINO IR or Core ML package",
-                         f"edgeprep reads {', '.join(SUFFIX_FORMATS)} artifacts")
+                         f"edgeprep reads {', '.join(suffixes)} artifacts")
     if named and named != found[0]:
         raise InputError(f"{path.name} is named like a {named} artifact but holds a {found[0]} one",
                          f"rename it with the {get_backend(found[0]).suffix} suffix")

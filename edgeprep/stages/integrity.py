@@ -5,10 +5,11 @@ Two checks join every artifact's verification (same shape as the gate checks):
 - ``no_foldable_bn_ops``: BatchNorm-type ops left in the artifact where they could have been folded. Converters
   name them differently and often lower them: TFLite has no BN op (an unfolded BN becomes ``MUL`` + ``ADD`` by
   constants; ``FlexFusedBatchNormV3`` if it was kept as a TensorFlow op), OpenVINO IR has ``BatchNormInference``
-  or ``Multiply`` + ``Add``, Core ML has ``batch_norm`` or ``mul`` + ``add``. So each format's graph is read back
-  into one small op graph and the same rule applies to all: an explicit BN op, or a multiply by a constant,
-  whose input comes straight (through constant bias adds) from a conv / fully-connected / matmul op that feeds
-  nothing else, is a BN that was foldable and was not folded. The artifact's op counts are in its inspection.
+  or ``Multiply`` + ``Add``, Core ML has ``batch_norm`` or ``mul`` + ``add``. So each format's backend reads its
+  graph back into one small op graph (``Backend.read_graph``, which carries the format's op kinds) and the same
+  rule applies to all: an explicit BN op, or a multiply by a constant, whose input comes straight (through
+  constant bias adds) from a conv / fully-connected / matmul op that feeds nothing else, is a BN that was foldable
+  and was not folded. The artifact's op counts are in its inspection.
 - ``bn_statistics_kept`` (when BN statistics were recalibrated): the artifact's outputs must be closer to the
   recalibrated float model than to the model with the stale statistics. It is reported only where it can tell:
   when recalibration moved the outputs by more than the artifact's own precision noise.
@@ -16,71 +17,20 @@ Two checks join every artifact's verification (same shape as the gate checks):
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from edgeprep._util import quiet
-
-LINEAR_OPS = {"tflite": {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "CONV_3D", "TRANSPOSE_CONV",
-                         "BATCH_MATMUL"},
-              "openvino": {"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData",
-                           "GroupConvolutionBackpropData"},
-              "coreml": {"conv", "linear", "matmul", "conv_transpose"}}
-MUL_OPS = {"tflite": {"MUL", "DIV"}, "openvino": {"Multiply", "Divide"}, "coreml": {"mul", "real_div"}}
-ADD_OPS = {"tflite": {"ADD", "SUB"}, "openvino": {"Add", "Subtract"}, "coreml": {"add", "sub"}}
+from edgeprep.backends import get_backend
+from edgeprep.backends.graph import OpGraph
 
 
 def is_bn_op(op_type: str) -> bool:
     """Explicit BatchNorm ops in any format: FusedBatchNormV3 (TF/Flex), BatchNormInference (OpenVINO),
     batch_norm (Core ML)."""
     return "batchnorm" in op_type.lower().replace("_", "")
-
-
-@dataclass
-class Op:
-    type: str
-    name: str
-    inputs: list[str]                 # tensor ids of non-constant inputs
-    const_inputs: int
-    outputs: list[str]
-
-
-@dataclass
-class OpGraph:
-    format: str
-    ops: list[Op] = field(default_factory=list)
-    _producer: dict[str, Op] = field(default_factory=dict)
-    _consumers: Counter = field(default_factory=Counter)
-
-    @classmethod
-    def build(cls, fmt: str, raw: list[tuple[str, str, list[str], list[str]]], graph_inputs: set[str],
-              const_ops: set[str]) -> "OpGraph":
-        """From ``(type, name, input tensors, output tensors)`` in execution order: tensors nobody produces (other
-        than graph inputs) and outputs of ops fed only by constants are constants."""
-        produced = {t for _, _, _, outs in raw for t in outs}
-        const = {t for _, _, ins, _ in raw for t in ins if t not in produced and t not in graph_inputs}
-        g = cls(fmt)
-        for typ, name, ins, outs in raw:
-            live = [t for t in ins if t not in const]
-            if typ in const_ops or (ins and not live):
-                const.update(outs)
-                continue
-            op = Op(typ, name, live, len(ins) - len(live), outs)
-            g.ops.append(op)
-            for t in outs:
-                g._producer[t] = op
-            g._consumers.update(live)
-        return g
-
-    def consumers(self, op: Op) -> int:
-        return sum(self._consumers[t] for t in op.outputs)
-
-    def producer(self, op: Op) -> Op | None:
-        return self._producer.get(op.inputs[0]) if len(op.inputs) == 1 else None
 
 
 @dataclass(frozen=True)
@@ -98,7 +48,7 @@ class BNOpScan:
 
 
 def scan(graph: OpGraph) -> BNOpScan:
-    linear, mul, add = LINEAR_OPS[graph.format], MUL_OPS[graph.format], ADD_OPS[graph.format]
+    linear, mul, add = graph.kinds.linear, graph.kinds.scale, graph.kinds.bias
     bn = affine = 0
     foldable = []
     for op in graph.ops:
@@ -116,61 +66,10 @@ def scan(graph: OpGraph) -> BNOpScan:
     return BNOpScan(graph.format, bn, affine, tuple(foldable))
 
 
-def _tflite_graph(path: Path) -> OpGraph:
-    """Read from the flatbuffer (the interpreter hides fused activations: CONV_2D+RELU is not foldable)."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromPackedBuf(Path(path).read_bytes(), 0)
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    acts = {v: k for k, v in vars(schema.ActivationFunctionType).items() if not k.startswith("_")}
-    graph = model.subgraphs[0]
-    raw = []
-    for i, op in enumerate(graph.operators):
-        code = model.operatorCodes[op.opcodeIndex]
-        typ = code.customCode.decode() if code.customCode else names.get(
-            max(code.builtinCode, code.deprecatedBuiltinCode), "UNKNOWN")
-        act = acts.get(getattr(op.builtinOptions, "fusedActivationFunction", None), "NONE")
-        typ = typ if act == "NONE" else f"{typ}+{act}"
-        raw.append((typ, f"#{i}", [str(t) for t in op.inputs if t >= 0], [str(t) for t in op.outputs]))
-    return OpGraph.build("tflite", raw, {str(t) for t in graph.inputs}, set())
-
-
-def _openvino_graph(path: Path) -> OpGraph:
-    import openvino as ov
-
-    model = ov.Core().read_model(str(path))
-    raw = []
-    for op in model.get_ordered_ops():
-        ins = [f"{v.get_node().get_friendly_name()}:{v.get_index()}" for v in op.input_values()]
-        outs = [f"{op.get_friendly_name()}:{i}" for i in range(op.get_output_size())]
-        raw.append((op.get_type_name(), op.get_friendly_name(), ins, outs))
-    inputs = {f"{p.get_node().get_friendly_name()}:0" for p in model.inputs}
-    return OpGraph.build("openvino", raw, inputs, {"Constant"})
-
-
-def _coreml_graph(path: Path) -> OpGraph:
-    import coremltools as ct
-
-    spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
-    raw = []
-    fn = spec.mlProgram.functions["main"]
-    block = next(iter(fn.block_specializations.values()))
-    for op in block.operations:
-        ins = [b.name for arg in op.inputs.values() for b in arg.arguments if b.WhichOneof("binding") == "name"]
-        inline = sum(1 for arg in op.inputs.values() for b in arg.arguments if b.WhichOneof("binding") == "value")
-        outs = [o.name for o in op.outputs]
-        raw.append((op.type, outs[0] if outs else op.type, ins + [f"<inline {i}>" for i in range(inline)], outs))
-    consts = {t for t, *_ in raw if t == "const" or t.startswith("constexpr")}
-    return OpGraph.build("coreml", raw, {i.name for i in fn.inputs}, consts)
-
-
-READERS: dict[str, Callable[[Path], OpGraph]] = {"tflite": _tflite_graph, "openvino": _openvino_graph,
-                                                 "coreml": _coreml_graph}
-
-
 def read_graph(fmt: str, path: Path) -> OpGraph:
+    """The artifact's op graph, read by its format's backend (``Backend.read_graph``)."""
     with quiet():
-        return READERS[fmt](Path(path))
+        return get_backend(fmt).read_graph(Path(path))
 
 
 def _rms(a: np.ndarray) -> float:

@@ -1,10 +1,10 @@
 """Per-layer error of quantized artifacts, and the keep-float search, as pipeline steps.
 
 ``layer_errors`` measures every layer of one quantized artifact against the float model of the same format
-(see ``edgeprep.backends.layer_error``). ``keep_float_search`` re-quantizes with the layers that lose the most
-SQNR kept in float — 1, 2, 4, ... layers — until every numeric int8 gate of the target (``max_accuracy_drop``,
-``min_agreement``, ``min_sqnr_db``) is met (top-1 agreement with the float model stands in for accuracy when there
-are no labels).
+(``Backend.layer_errors``; see ``edgeprep.backends.layer_error``). ``keep_float_search`` re-quantizes with the
+layers that lose the most SQNR kept in float — 1, 2, 4, ... layers — until every numeric int8 gate of the target
+(``max_accuracy_drop``, ``min_agreement``, ``min_sqnr_db``) is met (top-1 agreement with the float model stands in
+for accuracy when there are no labels).
 """
 
 from __future__ import annotations
@@ -14,28 +14,23 @@ from typing import Callable
 
 from edgeprep._util import quiet
 from edgeprep.artifact import Artifact
+from edgeprep.backends import get_backend
 from edgeprep.config.gates import Thresholds
 from edgeprep.data import Dataset
 from edgeprep.errors import ConfigError
 
-MEASURED = ("tflite", "openvino")
-
 
 def layer_errors(artifact: Artifact, float_path: Path | bytes | None, data: Dataset, samples: int) -> dict:
-    """The ``layer_errors`` object of a report entry: layers ranked worst first."""
-    from edgeprep.backends import layer_error as le
-
-    if artifact.format == "coreml":
-        return {"status": "skipped", "samples": 0, "layers": [],
-                "reason": "Core ML layers are compared with the float Keras model under verification.layers (by "
-                          "edgeprep's reference executor, where it can run the artifact); here: the SQNR of every "
-                          "compressed weight tensor", "weights": artifact.quantization.get("weight_sqnr", [])}
+    """The ``layer_errors`` object of a report entry: layers ranked worst first (``Backend.layer_errors``, for the
+    formats that measure them against their own fp32 artifact)."""
+    backend = get_backend(artifact.format)
+    if not backend.measures_layer_error:
+        return {"status": "skipped", "samples": 0, "layers": [], **backend.unmeasured_layer_errors(artifact)}
     if float_path is None or samples == 0:
         return {"status": "skipped", "samples": 0, "layers": [], "reason": "layer_error_samples = 0"}
     x, _ = data.arrays(min(samples, data.count))
     with quiet():
-        errs = le.tflite_errors(artifact.path, float_path, x) if artifact.format == "tflite" \
-            else le.openvino_errors(artifact.path, Path(float_path), x)
+        errs = backend.layer_errors(artifact.path, float_path, x)
     ordered = sorted(errs, key=lambda e: e.position)
     rows, prev = [], None
     for e in ordered:
@@ -143,10 +138,14 @@ def _metric(result: dict) -> str:
 
 
 def _drop(result: dict) -> float:
+    """The accuracy drop, else the same drop with the float model's top-1 as the labels: the float model scores
+    1.0 on them and the artifact its agreement."""
+    from edgeprep.gate import accuracy_drop
+
     m = result.get("metrics") or {}
     if m.get("accuracy_drop") is not None:
         return float(m["accuracy_drop"])
-    return round(100.0 * (1.0 - float(m.get("agreement") or 0.0)), 4)
+    return accuracy_drop(1.0, float(m.get("agreement") or 0.0))
 
 
-__all__ = ["layer_errors", "keep_float_search", "candidates", "failing", "summary", "MEASURED", "GATES"]
+__all__ = ["layer_errors", "keep_float_search", "candidates", "failing", "summary", "GATES"]

@@ -8,6 +8,7 @@ artifacts are executed by edgeprep's reference executor for ML Programs (``devic
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from edgeprep._util import first_line
 from edgeprep.artifact import ConvertRequest, ConvertResult
 from edgeprep.backends import register
 from edgeprep.backends.base import Backend
+from edgeprep.backends.coreml.graph import OP_KINDS
+from edgeprep.backends.graph import OpGraph
 from edgeprep.config.formats import CoreMLOptions
 from edgeprep.errors import ConversionError
 from edgeprep.models import ModelHandle
@@ -49,8 +52,16 @@ def is_mlpackage(path: Path) -> bool:
 @register("coreml")
 class CoreMLBackend(Backend):
     suffix = ".mlpackage"
-    needs_calibration = False
+    content = "a Core ML package"
     options_type = CoreMLOptions
+    runtimes = ("coreml",)
+    packages = ("coremltools",)
+    op_kinds = OP_KINDS
+    qat_reconverts = True     # QAT: the fine-tuned float model with linear 8-bit weights (the grid QAT trained on)
+
+    def needs_calibration(self, precision: str) -> bool:
+        """Never: Core ML's int8 is weights only (8-bit activations, where they can be applied, are optional)."""
+        return False
 
     def recognizes(self, path: Path) -> bool:
         """A Core ML package: a directory whose Manifest.json lists its items (``itemInfoEntries``)."""
@@ -106,3 +117,17 @@ class CoreMLBackend(Backend):
         so on every host the ML Program runs in edgeprep's reference executor (``device_bench.mil``, numpy).
         Reports say so in ``executed_by``; an op it does not implement leaves the artifact unmeasured."""
         return "coreml-ref", {}, None
+
+    def read_graph(self, path: Path) -> OpGraph:
+        from edgeprep.backends.coreml.graph import read_graph
+
+        return read_graph(path)
+
+    def unmeasured_layer_errors(self, artifact) -> dict:
+        return {"reason": "Core ML layers are compared with the float Keras model under verification.layers (by "
+                          "edgeprep's reference executor, where it can run the artifact); here: the SQNR of every "
+                          "compressed weight tensor", "weights": artifact.quantization.get("weight_sqnr", [])}
+
+    def qat_options(self, options: CoreMLOptions) -> CoreMLOptions:
+        """8-bit linear symmetric per-channel weights: the grid the fake-quant kernels were trained on."""
+        return dataclasses.replace(options, weight_compression="linear8")

@@ -14,6 +14,8 @@ from edgeprep._util import first_line
 from edgeprep.artifact import ConvertRequest, ConvertResult
 from edgeprep.backends import register
 from edgeprep.backends.base import Backend
+from edgeprep.backends.graph import OpGraph
+from edgeprep.backends.openvino.graph import OP_KINDS
 from edgeprep.config.formats import OpenVINOOptions
 from edgeprep.errors import ConversionError
 from edgeprep.models import ModelHandle
@@ -47,8 +49,13 @@ def is_openvino_ir(path: Path) -> bool:
 @register("openvino")
 class OpenVINOBackend(Backend):
     suffix = ".xml"
+    content = "OpenVINO IR XML"
     model_kinds = ("keras", "savedmodel", "onnx")
     options_type = OpenVINOOptions
+    runtimes = ("openvino",)
+    packages = ("openvino", "nncf")
+    op_kinds = OP_KINDS
+    measures_layer_error = True
 
     def convert(self, model: ModelHandle, request: ConvertRequest, out: Path) -> ConvertResult:
         import openvino as ov
@@ -87,3 +94,21 @@ class OpenVINOBackend(Backend):
     def runtime(self, options: OpenVINOOptions) -> tuple[str | None, dict, str | None]:
         return "openvino", {"device": options.device, "inference_precision": options.inference_precision,
                             "performance_hint": options.performance_hint}, None
+
+    def read_graph(self, path: Path) -> OpGraph:
+        from edgeprep.backends.openvino.graph import read_graph
+
+        return read_graph(path)
+
+    def layer_errors(self, quantized: Path, reference: Path | bytes, x) -> list:
+        from edgeprep.backends.openvino.layer_error import openvino_errors
+
+        return openvino_errors(quantized, Path(reference), x)
+
+    def export_qat(self, qat, input_shape: tuple, out: Path, workdir: Path, options: OpenVINOOptions,
+                   keep: frozenset = frozenset(), quantize: bool = True) -> Path:
+        """The fake-quant graph converted by OpenVINO: an fp32 IR with FakeQuantize nodes (and its .bin)."""
+        from edgeprep.backends.openvino.qat import to_openvino
+
+        to_openvino(qat, input_shape, Path(out), workdir, quantize=quantize, keep=keep)
+        return Path(out)

@@ -53,7 +53,7 @@ def _advanced(request: ConvertRequest, opts: OpenVINOOptions):
 def _ignored(request: ConvertRequest, opts: OpenVINOOptions, ov_model):
     import nncf
 
-    from edgeprep.backends.layer_error import resolve_ov_nodes
+    from edgeprep.backends.openvino.layer_error import resolve_ov_nodes
 
     scope = opts.ignored_scope
     names = resolve_ov_nodes(ov_model, list(scope.names) + list(request.keep_float))

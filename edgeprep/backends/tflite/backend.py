@@ -7,6 +7,8 @@ from pathlib import Path
 from edgeprep.artifact import ConvertRequest, ConvertResult
 from edgeprep.backends import register
 from edgeprep.backends.base import Backend
+from edgeprep.backends.graph import FloatOp, OpGraph
+from edgeprep.backends.tflite.graph import OP_KINDS
 from edgeprep.backends.tflite.ptq import float_ops
 from edgeprep.config.formats import TFLiteOptions
 from edgeprep.errors import ConversionError, DataError
@@ -36,7 +38,13 @@ def is_tflite(path: Path) -> bool:
 @register("tflite")
 class TFLiteBackend(Backend):
     suffix = ".tflite"
+    content = "a TFLite flatbuffer"
     options_type = TFLiteOptions
+    runtimes = ("litert", "openvino")            # OpenVINO's CPU plugin reads .tflite files too
+    packages = ("tensorflow", "litert")
+    op_kinds = OP_KINDS
+    measures_layer_error = True
+    all_int8_qat = True
 
     def recognizes(self, path: Path) -> bool:
         """A TFLite flatbuffer: the file identifier ``TFL3`` at bytes 4-8."""
@@ -101,7 +109,35 @@ class TFLiteBackend(Backend):
         return {"inputs": [sess.input.to_dict()], "outputs": [sess.output.to_dict()], "op_counts": ops,
                 "float_ops": floats, "all_int8": not floats}
 
+    def read_graph(self, path: Path) -> OpGraph:
+        from edgeprep.backends.tflite.graph import read_graph
+
+        return read_graph(path)
+
+    def float_compute_ops(self, path: Path) -> list[FloatOp]:
+        from edgeprep.backends.tflite.graph import float_ops as float_op_list
+
+        return float_op_list(path)
+
     def runtime(self, options: TFLiteOptions) -> tuple[str | None, dict, str | None]:
         return "litert", {"xnnpack": options.xnnpack}, None
+
+    def int8_io(self, options: TFLiteOptions) -> str:
+        return options.int8_io
+
+    def layer_errors(self, quantized: Path, reference: Path | bytes, x) -> list:
+        from edgeprep.backends.tflite.layer_error import tflite_errors
+
+        return tflite_errors(quantized, reference, x)
+
+    def export_qat(self, qat, input_shape: tuple, out: Path, workdir: Path, options: TFLiteOptions,
+                   keep: frozenset = frozenset(), quantize: bool = True) -> Path:
+        """The fake-quant graph converted by TFLite: all int8 with ``[tflite] int8_io`` I/O (float without
+        ``quantize``)."""
+        from edgeprep.backends.tflite.qat import to_tflite
+
+        Path(out).write_bytes(to_tflite(qat, input_shape, options.int8_io, quantize=quantize, keep=keep))
+        return Path(out)
+
 
 __all__ = ["TFLiteBackend", "representative"]

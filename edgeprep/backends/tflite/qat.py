@@ -1,0 +1,31 @@
+"""TFLite from a QAT model's fake-quant inference graph: the converter takes the trained ranges and the quantized
+weights as they are and emits an all-int8 model (or, ``quantize=False``, the float twin of the same graph).
+
+The QAT model (``edgeprep.qat.model.QATModel``) supplies its batch-1 serving function and a module holding its
+variables; nothing here imports ``edgeprep.qat``, which sits above the backends.
+"""
+
+from __future__ import annotations
+
+from edgeprep._util import first_line
+from edgeprep.errors import ConversionError
+
+
+def to_tflite(qat, input_shape: tuple, io: str = "int8", quantize: bool = True,
+              keep: frozenset = frozenset()) -> bytes:
+    import tensorflow as tf
+
+    fn = qat.serving_function(input_shape, quantize, keep)
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([fn], qat.variables_module())
+    if quantize:
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        dtype = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[io]
+        conv.inference_input_type = dtype
+        conv.inference_output_type = dtype
+    try:
+        return bytes(conv.convert())
+    except Exception as exc:
+        raise ConversionError(f"TFLite conversion of the QAT graph failed: {first_line(exc)}") from None
+
+
+__all__ = ["to_tflite"]
