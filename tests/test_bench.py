@@ -220,3 +220,68 @@ def test_core_ml_on_the_reference_executor_is_verified_but_not_timed(tmp_path, t
     assert not outcome.ok
     assert outcome.bench["status"] == "unavailable" and "reference executor" in outcome.bench["error"]
     assert "latency_ms" not in outcome.bench
+
+
+class _Recorder:
+    """A reporter that records the progress steps and warnings it is given."""
+
+    def __init__(self):
+        self.steps, self.warnings = [], []
+
+    def step(self, description, total=None):
+        import contextlib
+
+        self.steps.append(description)
+        return contextlib.nullcontext(lambda n=1: None)
+
+    def warn(self, message):
+        self.warnings.append(message)
+
+
+def test_device_data_file_holds_float32_inputs_labels_and_reference_outputs(tmp_path):
+    from edgeprep.stages.bench import write_device_data
+
+    x, y, ref = np.arange(8, dtype=np.float64).reshape(2, 4), np.array([1, 0]), np.eye(2, dtype=np.float32)
+    with np.load(write_device_data(tmp_path / "d.npz", (x, y), ref)) as saved:
+        assert set(saved.files) == {"x", "y", "ref"} and saved["x"].dtype == np.float32
+        assert np.array_equal(saved["x"], x) and np.array_equal(saved["y"], y) and np.array_equal(saved["ref"], ref)
+    with np.load(write_device_data(tmp_path / "e.npz", (x, None))) as saved:
+        assert saved.files == ["x"]
+
+
+def test_the_bench_loop_on_an_unreachable_device_records_it_for_each_artifact(arts, tmp_path):
+    from edgeprep.config.bench import BenchConfig
+    from edgeprep.report import artifact_entry
+    from edgeprep.stages.bench import BenchRequest, bench_each, bench_entries
+
+    config, reporter = BenchConfig(runs=2, repeats=1), _Recorder()
+    results = bench_each([arts["fp32"], arts["int8"]], BenchRequest(config, unavailable="cannot reach it"), reporter,
+                         by_file_name=True)
+    assert [o.bench for o in results.outcomes] == [{"status": "error", "error": "cannot reach it",
+                                                    "kind": "unreachable", "transport": "local"}] * 2
+    assert results.latencies == {} and reporter.steps == []
+    assert reporter.warnings == ["small.fp32.tflite: benchmark error: cannot reach it",
+                                 "small.int8.tflite: benchmark error: cannot reach it"]
+    entries = [artifact_entry(arts["fp32"], {"status": "unmeasured"}, arts["dir"])]
+    bench_entries([arts["fp32"]], entries, BenchRequest(config, unavailable="down"), _Recorder(), tmp_path)
+    assert entries[0]["verification"]["status"] == "failed" and entries[0]["bench"]["kind"] == "unreachable"
+    assert json.loads((tmp_path / "latencies.json").read_text())["artifacts"] == {}
+
+
+def test_the_bench_loop_puts_device_metrics_in_the_bench_object_only_with_a_reference(arts):
+    from types import SimpleNamespace
+
+    from edgeprep.config.bench import BenchConfig
+    from edgeprep.stages.bench import BenchRequest, bench_each
+
+    config, data = BenchConfig(runs=3, repeats=1, warmup=0), arts["dir"] / "eval.npz"
+    reporter = _Recorder()
+    with_ref = bench_each([arts["fp32"]], BenchRequest(config, 1, data, SimpleNamespace(accuracy=0.5)), reporter)
+    outcome = with_ref.outcomes[0]
+    assert outcome.ok and outcome.bench["metrics"]["samples"] == 300
+    drop = outcome.bench["metrics"]["accuracy_drop"]
+    assert drop == pytest.approx(100 * (0.5 - outcome.metrics["accuracy"]), abs=1e-4)
+    assert reporter.steps == ["Benchmarking tflite-fp32 (1 processes x 3 runs, local)"] and not reporter.warnings
+    assert [len(p) for p in with_ref.latencies["small.fp32.tflite"]] == [3]
+    without = bench_each([arts["fp32"]], BenchRequest(config, 1, data), _Recorder()).outcomes[0]
+    assert without.ok and "metrics" not in without.bench and without.metrics["samples"] == 300

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import time
 from pathlib import Path
 
 import click
@@ -71,241 +69,21 @@ def bench(ctx: click.Context, artifacts: tuple[Path, ...], target_name: str | No
     target's [gates] (or without --model, accuracy only) they are "measured", never "verified".
     """
     from edgeprep import history
-    from edgeprep.errors import InputError
-    from edgeprep.outputs import run_dir_out, staged_dir
+    from edgeprep.pipelines.bench import BenchInputs, run_bench
     from edgeprep.report import exit_ok
-    from edgeprep.targets import load_target
 
-    if target_name and targets_csv:
-        raise InputError("give --target or --targets, not both", "--targets a,b,c benchmarks on several devices")
-    if model is not None and data is None:
-        raise InputError("--model needs --data", "pass the evaluation data the float model is compared on")
     reporter = make_reporter(ctx)
     overrides = {k: v for k, v in {"runs": runs, "repeats": repeats, "warmup": warmup, "min_seconds": min_time,
                                    "threads": threads, "timeout_seconds": timeout,
                                    "instructions": instructions}.items() if v is not None}
-    inputs = _Inputs(artifacts, data, model, collect_preprocess(kw), samples)
-    out = run_dir_out(out)
-    with staged_dir(out) as staging:
-        if targets_csv:
-            from edgeprep.pipelines.fleet import parse_targets
-
-            targets = [load_target(n) for n in parse_targets(targets_csv)]
-            report, reports = _fleet(targets, overrides, inputs, staging, reporter)
-        else:
-            plan = _plan(load_target(target_name) if target_name else None, overrides, inputs)
-            _check_device(plan, reporter)
-            report = _execute(plan, inputs, staging, reporter)
-            reports = [("", report)]
-    print_table(report)
+    result = run_bench(BenchInputs(artifacts, target_name, targets_csv, data, model, collect_preprocess(kw), samples,
+                                   overrides), out, reporter)
+    print_table(result.report)
     if not no_history:
         where = None
-        for sub, one in reports:
-            where = history.try_record(one, out / sub / "report.json", history_path, reporter.warn)
+        for sub, one in result.reports:
+            where = history.try_record(one, result.out_dir / sub / "report.json", history_path, reporter.warn)
         if where:
             click.echo(f"history: {where}")
-    click.echo(f"report: {out / 'report.json'}")
-    return EXIT_OK if exit_ok(report["summary"]) else EXIT_FAILED_CHECK
-
-
-@dataclasses.dataclass(frozen=True)
-class _Inputs:
-    artifacts: tuple[Path, ...]
-    data: Path | None
-    model: Path | None
-    preprocess: dict
-    samples: int | None
-
-
-@dataclasses.dataclass(frozen=True)
-class _Plan:
-    target: object
-    config: object
-    arts: list
-    threads: int
-
-
-def _plan(target, overrides: dict, inputs: _Inputs) -> _Plan:
-    """The bench settings and the opened artifacts for one target (or none)."""
-    from edgeprep.config.bench import BenchConfig
-    from edgeprep.errors import ConfigError, InputError
-    from edgeprep.stages.convert import open_artifact
-
-    base = (target.bench if target else None) or BenchConfig()
-    try:
-        config = dataclasses.replace(base, **overrides)
-    except ValueError as exc:
-        raise ConfigError(f"bench settings: {exc}") from None
-    arts = [open_artifact(a, target.options_for if target else None) for a in inputs.artifacts]
-    names = [a.path.name for a in arts]
-    if len(set(names)) != len(names):
-        raise InputError("two artifacts share a file name", "reports match artifacts by file name; rename one")
-    return _Plan(target, config, arts, target.threads if target else 2)
-
-
-def _runtimes(plan: _Plan) -> list[str | None]:
-    return [plan.config.runner or a.runtime for a in plan.arts]
-
-
-def _check_device(plan: _Plan, reporter) -> dict | None:
-    """Probe the device before anything is sent there (raises, exit code 2, when it is not usable)."""
-    from edgeprep.pipelines.fleet import check_device
-
-    if plan.config.transport == "local":
-        return None
-    with reporter.step(f"Checking the device ({plan.config.transport})"):
-        return check_device(plan.config, _runtimes(plan))
-
-
-def _execute(plan: _Plan, inputs: _Inputs, staging: Path, reporter, unavailable: str | None = None,
-             prepared: "_Prepared | None" = None) -> dict:
-    """Benchmark every artifact of ``plan`` and write the report files into ``staging``; returns the report."""
-    from edgeprep.report import build_report, target_entry
-    from edgeprep.report.latencies import write_latencies
-    from edgeprep.report.write import write_all
-
-    start = time.perf_counter()
-    if prepared is None:
-        prepared = _prepare_data(inputs.data, inputs.model, plan.arts, plan.target, inputs.preprocess,
-                                 inputs.samples, staging, reporter)
-    entries, latencies = _bench_each(plan.arts, plan.config, plan.threads, prepared, plan.target, staging, reporter,
-                                     unavailable)
-    report = build_report(command="bench", model=prepared.model, artifacts=entries,
-                          target=target_entry(plan.target), data=prepared.described, reference=prepared.reference,
-                          stages=[{"name": "bench", "seconds": round(time.perf_counter() - start, 3)}])
-    write_latencies(staging, latencies)
-    (staging / ".data.npz").unlink(missing_ok=True)
-    write_all(report, staging)
-    return report
-
-
-def _fleet(targets: list, overrides: dict, inputs: _Inputs, staging: Path, reporter):
-    """Every target's plan and data in this thread (TensorFlow stays here), then the devices in parallel."""
-    from edgeprep.errors import RuntimeUnavailable
-    from edgeprep.pipelines.fleet import combined_report, dir_name, fan_out
-    from edgeprep.progress import Reporter
-    from edgeprep.report.write import write_all
-
-    plans, data = {}, {}
-    for t in targets:
-        plans[t.name] = _plan(t, overrides, inputs)
-        (staging / dir_name(t.name)).mkdir()
-        data[t.name] = _prepare_data(inputs.data, inputs.model, plans[t.name].arts, t, inputs.preprocess,
-                                     inputs.samples, staging / dir_name(t.name), reporter)
-
-    def work(target):
-        plan, unavailable, device = plans[target.name], None, None
-        try:
-            device = _check_device(plan, Reporter(quiet=True))
-        except RuntimeUnavailable as exc:
-            unavailable = str(exc)
-        report = _execute(plan, inputs, staging / dir_name(target.name), Reporter(quiet=True), unavailable,
-                          data[target.name])
-        return report, device, unavailable
-
-    reporter.info(f"Benchmarking on {len(targets)} devices in parallel: {', '.join(t.name for t in targets)}")
-    runs, timing = fan_out(targets, work, reporter)
-    first = next(iter(data.values()))
-    report = combined_report("bench", runs, timing, model=first.model, data=first.described,
-                             reference=first.reference)
-    write_all(report, staging)
-    return report, [(r.dir_name, r.report) for r in runs if r.report is not None]
-
-
-@dataclasses.dataclass
-class _Prepared:
-    npz: Path | None = None
-    model: dict | None = None
-    described: dict | None = None
-    reference: dict | None = None
-    accuracy: float | None = None
-
-
-def _prepare_data(data, model, arts, target, cli_preprocess, samples, staging, reporter) -> _Prepared:
-    """Preprocess the evaluation data once into an .npz the benchmark processes read (x, y, ref)."""
-    import numpy as np
-
-    from edgeprep.data import check_fits, check_labels, describe, load_data, read_warnings
-    from edgeprep.pipelines.run import load_inputs
-
-    if data is None:
-        return _Prepared()
-    prepared = _Prepared()
-    if model is not None:
-        handle, spec = load_inputs(model, data, target, cli_preprocess=cli_preprocess, reporter=reporter)
-        prepared.model = handle.describe()
-    else:
-        handle, spec = None, load_data(data, preprocess_layers=((target.preprocess if target else None),),
-                                       cli_preprocess=cli_preprocess)
-    evaluation = spec.evaluation
-    for warning in read_warnings(evaluation) if model is None else ():    # load_inputs warned already
-        reporter.warn(warning)
-    for art in arts:
-        shape = art.inspection.get("inputs", [{}])[0].get("shape") or []
-        if len(shape) > 1:
-            check_fits(evaluation, tuple(None if d == -1 else d for d in shape[1:]), f"{art.path.name}")
-        out_shape = (art.inspection.get("outputs") or [{}])[0].get("shape") or []
-        if len(out_shape) > 1:      # labels the artifact's outputs cannot name would be silent misses
-            check_labels(evaluation, tuple(None if d == -1 else d for d in out_shape[1:]), f"{art.path.name}")
-    n = min(evaluation.count, samples or evaluation.count)
-    x, y = evaluation.arrays(n)
-    arrays = {"x": x.astype(np.float32)}
-    if y is not None:
-        arrays["y"] = y
-    if handle is not None:
-        from edgeprep.stages.verify import reference
-
-        with reporter.step("Float reference outputs", total=n) as advance:
-            ref = reference(handle, evaluation, n, advance)
-        arrays["ref"] = ref.outputs
-        prepared.reference = ref.describe()
-        prepared.accuracy = ref.accuracy
-    prepared.npz = staging / ".data.npz"
-    np.savez(prepared.npz, **arrays)
-    prepared.described = {"calibration": describe(spec.calibration), "evaluation": describe(evaluation),
-                          "manifest": spec.manifest}
-    return prepared
-
-
-def _bench_each(arts, config, default_threads, prepared: _Prepared, target, root: Path, reporter,
-                unavailable: str | None = None):
-    """Benchmark each artifact (or, when the device is ``unavailable``, record that for each) into report entries."""
-    from edgeprep.config.gates import Gates
-    from edgeprep.report import artifact_entry
-    from edgeprep.report.latencies import artifact_key
-    from edgeprep.stages.bench import BenchOutcome, attach, bench_artifact
-    from edgeprep.stages.verify import check, judge, unmeasured
-
-    gates = target.gates if target else Gates()
-    entries, latencies = [], {}
-    for art in arts:
-        if unavailable:
-            outcome = BenchOutcome({"status": "error", "error": unavailable, "kind": "unreachable",
-                                    "transport": config.transport})
-        else:
-            with reporter.step(f"Benchmarking {art.path.name} ({config.repeats} processes x {config.runs} runs)"):
-                outcome = bench_artifact(art, config, default_threads, prepared.npz)
-        thresholds = gates.for_precision(art.precision)
-        values = outcome.metrics
-        if values is None:
-            why = ("no evaluation data was given (pass --data)" if prepared.npz is None
-                   else "the benchmark did not complete")
-            verification = unmeasured(art, why, thresholds)
-        else:
-            if values.get("accuracy") is not None and prepared.accuracy is not None:
-                values["accuracy_drop"] = round(100.0 * (prepared.accuracy - values["accuracy"]), 4)
-            checks = check(values, thresholds, art.size_bytes)
-            has_ref = values.get("agreement") is not None
-            status = judge(True, checks)
-            if status == "verified" and not has_ref:    # accuracy alone: nothing compared with the float model
-                status = "measured"
-            verification = {"status": status,
-                            "reason": None if has_ref else "no float model was given (--model): accuracy only",
-                            "metrics": values, "checks": checks, "executed_by": outcome.bench.get("executed_by")}
-        entry = attach(artifact_entry(art, verification, root), outcome)
-        if outcome.ok:
-            latencies[artifact_key(entry)] = outcome.latencies_ms
-        else:
-            reporter.warn(f"{art.path.name}: benchmark {outcome.bench['status']}: {outcome.bench['error']}")
-        entries.append(entry)
-    return entries, latencies
+    click.echo(f"report: {result.out_dir / 'report.json'}")
+    return EXIT_OK if exit_ok(result.report["summary"]) else EXIT_FAILED_CHECK

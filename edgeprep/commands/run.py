@@ -53,18 +53,14 @@ def run(ctx: click.Context, model: Path, target_name: str | None, targets_csv: s
     """
     from edgeprep.errors import InputError
     from edgeprep.history import try_record
-    from edgeprep.outputs import run_dir_out
-    from edgeprep.pipelines.run import run as run_pipeline
-    from edgeprep.rundir import default_out_dir
+    from edgeprep.pipelines.fleet import parse_targets, run_fleet, run_target
+    from edgeprep.report import exit_ok
     from edgeprep.targets import load_target
 
     if bool(target_name) == bool(targets_csv):
         raise InputError("give --target NAME or --targets A,B,C", "see 'edgeprep run --help'")
     reporter = make_reporter(ctx)
     if targets_csv:
-        from edgeprep.pipelines.fleet import parse_targets
-        from edgeprep.pipelines.fleet_run import run_fleet
-
         targets = [with_calibrate(load_target(n), recalibrate) for n in parse_targets(targets_csv)]
         report, out_dir, reports = run_fleet(model, targets, data, out, calibration_path=calib_data,
                                              cli_preprocess=collect_preprocess(kw), reporter=reporter, split=split)
@@ -72,19 +68,10 @@ def run(ctx: click.Context, model: Path, target_name: str | None, targets_csv: s
         for sub in reports:
             try_record(reports[sub], out_dir / sub / "report.json", warn=reporter.warn)
         click.echo(f"report: {out_dir / 'report.json'}")
-        from edgeprep.report import exit_ok
-
         return EXIT_OK if exit_ok(report["summary"]) else EXIT_FAILED_CHECK
     target = with_calibrate(load_target(target_name), recalibrate)
-    out = run_dir_out(out or default_out_dir(model, target))     # before the device check and any other work
-    if target.bench is not None and target.bench.transport != "local":
-        from edgeprep.pipelines.fleet import check_device
-        from edgeprep.pipelines.fleet_run import runtimes
-
-        with reporter.step(f"Checking the device ({target.bench.transport})"):
-            check_device(target.bench, runtimes(target))
-    result = run_pipeline(model, target, data, out, calibration_path=calib_data,
-                          cli_preprocess=collect_preprocess(kw), reporter=reporter, split=split)
+    result = run_target(model, target, data, out, calibration_path=calib_data, cli_preprocess=collect_preprocess(kw),
+                        reporter=reporter, split=split)
     print_table(result.report)
     try_record(result.report, result.out_dir / "report.json", warn=reporter.warn)
     click.echo(f"report: {result.out_dir / 'report.json'}")

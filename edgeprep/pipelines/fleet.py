@@ -6,6 +6,15 @@ machine, one ssh host:port — share a lane: two benchmarks on one CPU would mea
 fails or hangs (each benchmark has its timeout) costs only its own lane: the others' results are kept, and its
 error is recorded. ``combined_report`` puts every device's artifacts (tagged with the target name) and a
 ``fleet`` section into one report.
+
+``edgeprep run --targets a,b,c`` (``run_fleet``): every target converted and verified here, then its device
+benchmarked, the devices in parallel. Conversion, verification and everything else that uses TensorFlow, OpenVINO
+or coremltools runs in this thread, one target after another (those toolchains keep process-wide state, and on a
+2-core machine running them side by side gains nothing). Benchmarks are subprocesses, emulator runs or ssh
+sessions, so they run in parallel, one lane per device. Each target's run directory is then completed with its
+benchmarks — ``bench`` objects, ``latencies.json``, the report files — and the fleet report is written over all
+of them; the whole output directory appears at once when everything has finished. ``run_target`` is
+``edgeprep run`` with one target: its device checked before any work.
 """
 
 from __future__ import annotations
@@ -16,11 +25,14 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable
 
 from device_bench.transports.base import stop_all
 from edgeprep.config.bench import BenchConfig
 from edgeprep.errors import EdgeprepError, InputError, RuntimeUnavailable
+from edgeprep.models import model_name
+from edgeprep.outputs import run_dir_out, staged_dir
 
 
 @dataclass
@@ -87,6 +99,23 @@ def check_device(config: BenchConfig | None, runtimes: Iterable[str | None]) -> 
     except TransportUnavailable as exc:
         raise RuntimeUnavailable(exc.message, exc.hint) from None
     return {**(found or {}).get("device", {}), **transport.describe()}
+
+
+def check_device_step(config: BenchConfig | None, runtimes: Iterable[str | None], reporter) -> dict | None:
+    """``check_device`` as a progress step, for a device that is not this machine (None for this machine)."""
+    if config is None or config.transport == "local":
+        return None
+    with reporter.step(f"Checking the device ({config.transport})"):
+        return check_device(config, runtimes)
+
+
+def runtimes(target) -> list[str | None]:
+    """The device_bench runner each of a target's formats runs with on its device."""
+    from edgeprep.backends import get_backend
+
+    if target.bench is not None and target.bench.runner:
+        return [target.bench.runner]
+    return [get_backend(f).runtime(target.options_for(f))[0] for f in target.formats]
 
 
 def lane_status(summary: dict) -> str:
@@ -178,3 +207,82 @@ def combined_report(command: str, runs: list[DeviceRun], timing: dict, *, model=
     if any(r.status == "error" for r in runs):
         report["summary"]["status"] = "failed"
     return report
+
+
+def run_target(model: Path, target, data: Path | None, out: Path | None, *, calibration_path=None,
+               cli_preprocess: dict | None = None, reporter=None, split: float | None = None):
+    """``edgeprep run`` with one target: the run directory's path and the target's device (when it is not this
+    machine) are checked before any other work, then the run pipeline. Returns its ``RunResult``."""
+    from edgeprep.pipelines.run import run as run_pipeline
+    from edgeprep.rundir import default_out_dir
+
+    out = run_dir_out(out or default_out_dir(model, target))     # before the device check and any other work
+    check_device_step(target.bench, runtimes(target), reporter)
+    return run_pipeline(model, target, data, out, calibration_path=calibration_path, cli_preprocess=cli_preprocess,
+                        reporter=reporter, split=split)
+
+
+def _complete(run_dir: Path, report: dict, target, arts: list, data: Path | None, ref, unavailable: str | None):
+    """Benchmark ``arts`` on the target's device and rewrite the run directory's report files with the results."""
+    from edgeprep.progress import Reporter
+    from edgeprep.report.build import settle
+    from edgeprep.report.write import write_all
+    from edgeprep.stages.bench import BenchRequest, bench_entries
+
+    start = time.perf_counter()
+    bench_entries(arts, report["artifacts"], BenchRequest(target.bench, target.threads, data, ref, unavailable),
+                  Reporter(quiet=True), run_dir)
+    settle(report)      # a failed benchmark added a check: recount, and the summary follows
+    report["stages"].append({"name": "bench", "seconds": round(time.perf_counter() - start, 3)})
+    write_all(report, run_dir)
+    return report
+
+
+def run_fleet(model: Path, targets: list, data: Path | None, out: Path | None, *, calibration_path=None,
+              cli_preprocess: dict | None = None, reporter=None, split: float | None = None):
+    """Returns the fleet report, the output directory and each target's report by sub-directory name."""
+    from edgeprep.pipelines.run import run as run_pipeline
+    from edgeprep.report.write import write_all
+    from edgeprep.stages.bench import evaluates_remotely, write_device_data
+    from edgeprep.stages.convert import open_artifact
+
+    out = run_dir_out(out or Path("runs") / f"{model_name(model)}-fleet")
+    with staged_dir(out) as staging:
+        results, arts, npz = {}, {}, {}
+        for t in targets:
+            reporter.info(f"== {t.name}: convert and verify")
+            res = run_pipeline(model, t, data, staging / dir_name(t.name), calibration_path=calibration_path,
+                               cli_preprocess=cli_preprocess, reporter=reporter, bench=False, split=split)
+            results[t.name] = res
+            arts[t.name] = [open_artifact(res.out_dir / a["path"], t.options_for) for a in res.report["artifacts"]]
+            ref = res.reference
+            if evaluates_remotely(t.bench, ref):
+                from edgeprep.data import load_data
+
+                evaluation = load_data(data, preprocess_layers=(t.preprocess,), cli_preprocess=cli_preprocess,
+                                       calibration=calibration_path, split=split).evaluation
+                npz[t.name] = write_device_data(staging / f".{dir_name(t.name)}.device-data.npz",
+                                                evaluation.arrays(ref.samples), ref.outputs)
+
+        def work(t):
+            res = results[t.name]
+            if t.bench is None:
+                return res.report, None, None
+            device = unavailable = None
+            try:
+                device = check_device(t.bench, runtimes(t))
+            except RuntimeUnavailable as exc:
+                unavailable = str(exc)
+            report = _complete(res.out_dir, res.report, t, arts[t.name], npz.get(t.name), res.reference,
+                               unavailable)
+            return report, device, unavailable
+
+        reporter.info(f"Benchmarking on {len(targets)} targets' devices in parallel")
+        runs, timing = fan_out(targets, work, reporter)
+        for path in npz.values():
+            path.unlink(missing_ok=True)
+        first = results[targets[0].name].report
+        report = combined_report("run", runs, timing, model=first["model"], data=first.get("data"),
+                                 reference=first.get("reference"))
+        write_all(report, staging)
+    return report, out, {r.dir_name: r.report for r in runs if r.report is not None}

@@ -2,7 +2,7 @@
 
 Data flows one way, one step function per stage:
 
-    load_inputs -> calibrate_and_fold -> convert_all -> verify_all -> refine_int8 -> bench_all -> write
+    load_inputs -> calibrate_and_fold -> convert_all -> verify_all -> refine_int8 -> bench_entries -> write
     (report.json, summary.md, target.toml)
 
 ``edgeprep quantize --method ptq`` is this pipeline with the target's int8 artifacts only and no benchmarks, and
@@ -30,7 +30,7 @@ from edgeprep.pipelines.refine import refine_int8
 from edgeprep.progress import Reporter
 from edgeprep.report import artifact_entry
 from edgeprep.rundir import RunContext, RunResult, default_out_dir, write
-from edgeprep.stages.bench import bench_all
+from edgeprep.stages.bench import BenchRequest, bench_entries, evaluates_remotely, write_device_data
 from edgeprep.stages.convert import convert, target_options
 from edgeprep.stages.verify import Reference, reference, unmeasured, verify
 from edgeprep.targets import TargetProfile
@@ -218,7 +218,11 @@ def run(model_path: str | Path, target: TargetProfile, data_path: str | Path | N
         artifacts = convert_all(ctx, to_convert)
         ref, entries = verify_all(ctx, reference_model, artifacts, to_convert, ref=ctx.prepared.evaluated)
         artifacts = refine_int8(ctx, artifacts, entries, ref, reference_model, to_convert)
-        if bench:
-            bench_all(ctx, artifacts, entries, ref)
+        if bench and target.bench is not None:      # the target's [bench]; on its device, the evaluation too
+            with ctx.timed("bench"):
+                data_file = write_device_data(ctx.workdir / "device_data.npz", data.evaluation.arrays(ref.samples),
+                                              ref.outputs) if evaluates_remotely(target.bench, ref) else None
+                bench_entries(artifacts, entries, BenchRequest(target.bench, target.threads, data_file, ref),
+                              reporter, staging)
         report = write(ctx, entries, ref)
     return RunResult(out_dir, report, ref)

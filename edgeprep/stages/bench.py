@@ -1,5 +1,8 @@
 """Bench stage: each artifact benchmarked by device_bench in a fresh process, as the ``bench`` object of its entry.
 
+``bench_each`` is the one per-artifact bench loop (``edgeprep run``, ``edgeprep bench`` and fleets call it) and
+``write_device_data`` the one writer of the device data file: the evaluation inputs, labels and float reference
+outputs that a benchmark process evaluates the artifact on (on a device other than this machine, with its kernels).
 The per-iteration latencies, which the gate's statistics need, go to a side file (``latencies.json`` beside
 report.json, keyed by artifact file name) so the report stays readable. A benchmark that fails or times out is
 recorded as such on its artifact (``bench.status = "error"`` and a failed ``bench`` check); the other artifacts'
@@ -8,15 +11,21 @@ results are kept. An artifact no runtime here executes (Core ML on Linux) is ``u
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 from device_bench.bench import Job
 from device_bench.harness import benchmark, count_instructions
 from device_bench.transports import BenchFailed
 from edgeprep.artifact import Artifact
 from edgeprep.config.bench import BenchConfig
-from edgeprep.report.latencies import LATENCIES_FILE, artifact_key, write_latencies
+from edgeprep.gate import accuracy_drop
+from edgeprep.progress import Reporter
+from edgeprep.report.latencies import LATENCIES_FILE, write_latencies
+
+if TYPE_CHECKING:
+    from edgeprep.stages.verify import Reference
 
 
 @dataclass(frozen=True)
@@ -120,15 +129,26 @@ def attach(entry: dict, outcome: BenchOutcome) -> dict:
     return entry
 
 
-def device_data(ctx, ref, path: Path) -> Path | None:
-    """The evaluation set with the float model's outputs (x, y, ref) for a device that is not this machine, so
-    accuracy, agreement and SQNR are also computed there (with its own kernels); None when there is no data."""
+def evaluates_remotely(config: BenchConfig | None, ref: Reference | None) -> bool:
+    """Whether a run's artifacts are also evaluated on their device (``bench.metrics``): when it is not this machine
+    and there is a float reference to compare with (this machine's figures are the run's verification)."""
+    return ref is not None and config is not None and config.transport != "local"
+
+
+def write_device_data(path: Path, inputs: tuple, ref_outputs=None) -> Path:
+    """The device data file a benchmark process evaluates on: ``inputs``, the ``(x, y)`` of
+    ``Dataset.arrays(n)`` (``x`` saved as float32, the labels ``y`` when the data has them), and the float model's
+    outputs on them (``ref``, when given), so accuracy, agreement and SQNR are computed by the runtime that runs
+    the artifact."""
     import numpy as np
 
-    if ref is None or ctx.data is None or ctx.target.bench is None or ctx.target.bench.transport == "local":
-        return None
-    x, y = ctx.data.evaluation.arrays(ref.samples)
-    np.savez(path, x=x.astype(np.float32), ref=ref.outputs, **({"y": y} if y is not None else {}))
+    x, y = inputs
+    arrays = {"x": x.astype(np.float32)}
+    if y is not None:
+        arrays["y"] = y
+    if ref_outputs is not None:
+        arrays["ref"] = ref_outputs
+    np.savez(path, **arrays)
     return path
 
 
@@ -139,26 +159,68 @@ def with_device_metrics(outcome: BenchOutcome, ref) -> BenchOutcome:
         return outcome
     values = dict(outcome.metrics)
     if values.get("accuracy") is not None and ref is not None and ref.accuracy is not None:
-        values["accuracy_drop"] = round(100.0 * (ref.accuracy - values["accuracy"]), 4)
+        values["accuracy_drop"] = accuracy_drop(ref.accuracy, values["accuracy"])
     return replace(outcome, bench={**outcome.bench, "metrics": values})
 
 
-def bench_all(ctx, artifacts: list[Artifact], entries: list[dict], ref=None) -> None:
-    """Pipeline step: benchmark every artifact per the target's ``[bench]`` (nothing when it has none). On a
-    device other than this machine, the evaluation set also runs there (``bench.metrics``)."""
-    config: BenchConfig | None = ctx.target.bench
-    if config is None:
-        return
-    latencies = {}
-    with ctx.timed("bench"):
-        data = device_data(ctx, ref, ctx.workdir / "device_data.npz")
-        for art, entry in zip(artifacts, entries):
-            with ctx.reporter.step(f"Benchmarking {art.label} ({config.repeats} processes x {config.runs} runs, "
-                                   f"{config.transport})"):
-                outcome = with_device_metrics(bench_artifact(art, config, ctx.target.threads, data), ref)
-            attach(entry, outcome)
-            if outcome.ok:
-                latencies[artifact_key(entry)] = outcome.latencies_ms
-            else:
-                ctx.reporter.warn(f"{art.label}: benchmark {outcome.bench['status']}: {outcome.bench['error']}")
-        write_latencies(ctx.staging, latencies)
+@dataclass(frozen=True)
+class BenchRequest:
+    """How one device benchmarks a list of artifacts."""
+
+    config: BenchConfig
+    threads: int | None = None             # the target's threads (``[bench] threads`` wins)
+    data: Path | None = None               # the device data file (``write_device_data``), or None
+    reference: Reference | None = None     # given: the device's metrics, with the drop against it, in bench.metrics
+    unavailable: str | None = None         # the device cannot be used: each artifact records this error instead
+
+
+@dataclass(frozen=True)
+class BenchResults:
+    """Each artifact's outcome (in the artifacts' order) and the raw latencies of those that completed, keyed by
+    artifact file name (what ``write_latencies`` writes)."""
+
+    outcomes: tuple[BenchOutcome, ...] = ()
+    latencies: dict[str, tuple[tuple[float, ...], ...]] = field(default_factory=dict)
+
+
+def unreachable(config: BenchConfig, error: str) -> BenchOutcome:
+    """The outcome of an artifact whose device could not be used."""
+    return BenchOutcome({"status": "error", "error": error, "kind": "unreachable", "transport": config.transport})
+
+
+def bench_each(artifacts: Sequence[Artifact], request: BenchRequest, reporter: Reporter, *,
+               by_file_name: bool = False) -> BenchResults:
+    """The bench loop: benchmark every artifact per ``request``, one after another, each a progress step; a
+    benchmark that did not complete is a warning. Steps and warnings name an artifact by its label (the step also
+    its transport), or with ``by_file_name`` by its file name (``edgeprep bench``: its artifacts may share a
+    format and precision)."""
+    config = request.config
+    outcomes, latencies = [], {}
+    for art in artifacts:
+        name = art.path.name if by_file_name else art.label
+        if request.unavailable:
+            outcome = unreachable(config, request.unavailable)
+        else:
+            where = "" if by_file_name else f", {config.transport}"
+            with reporter.step(f"Benchmarking {name} ({config.repeats} processes x {config.runs} runs{where})"):
+                outcome = bench_artifact(art, config, request.threads, request.data)
+                if request.reference is not None:
+                    outcome = with_device_metrics(outcome, request.reference)
+        outcomes.append(outcome)
+        if outcome.ok:
+            latencies[art.path.name] = outcome.latencies_ms
+        else:
+            reporter.warn(f"{name}: benchmark {outcome.bench['status']}: {outcome.bench['error']}")
+    return BenchResults(tuple(outcomes), latencies)
+
+
+def bench_entries(artifacts: Sequence[Artifact], entries: list[dict], request: BenchRequest, reporter: Reporter,
+                  directory: Path) -> BenchResults:
+    """``bench_each`` for artifacts already in a report: each outcome attached to its entry (``attach``) and the
+    raw latencies written to ``directory``/latencies.json."""
+    pairs = list(zip(artifacts, entries))
+    results = bench_each([art for art, _ in pairs], request, reporter)
+    for (_, entry), outcome in zip(pairs, results.outcomes):
+        attach(entry, outcome)
+    write_latencies(directory, results.latencies)
+    return results
