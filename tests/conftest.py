@@ -75,18 +75,38 @@ def build_small_cnn(seed: int = 0, sequential: bool = False):
     return keras.Model(inp, out, name="small_cnn")
 
 
+def made_once(tmp_path_factory, name: str, make) -> Path:
+    """``make(path)`` once per test session, however many xdist workers: the first to ask makes the file (under
+    a lock, written to a temporary name and renamed), the others wait for it and share it (read only)."""
+    import fcntl
+
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "made-once"
+    shared.mkdir(exist_ok=True)
+    path = shared / name
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            partial = shared / f"partial-{os.getpid()}-{name}"
+            make(partial)
+            partial.rename(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def trained_small(tmp_path_factory, calib_npz) -> Path:
-    """A small CNN trained on the committed calibration images (about 74 % top-1 on the evaluation subset)."""
-    import keras
+    """A small CNN trained on the committed calibration images (about 74 % top-1 on the evaluation subset);
+    trained once per session, shared by the xdist workers."""
+    def train(path: Path) -> None:
+        import keras
 
-    model = build_small_cnn()
-    model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy")
-    x = calib_npz["x"].astype("float32") / 255.0
-    model.fit(x, calib_npz["y"], epochs=12, batch_size=32, verbose=0)
-    path = tmp_path_factory.mktemp("models") / "small_cnn.keras"
-    model.save(path)
-    return path
+        model = build_small_cnn()
+        model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy")
+        x = calib_npz["x"].astype("float32") / 255.0
+        model.fit(x, calib_npz["y"], epochs=12, batch_size=32, verbose=0)
+        model.save(path)
+
+    return made_once(tmp_path_factory, "small_cnn.keras", train)
 
 
 @pytest.fixture
@@ -104,6 +124,27 @@ def cli(capsys):
     return call
 
 
+@pytest.fixture
+def loud_cli(capsys, monkeypatch):
+    """``cli`` without ``-q``: the progress console (what a terminal shows on stderr: steps, notes, warnings)
+    writes into a buffer that ``stderr`` returns, after what the command wrote to stderr itself."""
+    from io import StringIO
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from edgeprep import progress
+    from edgeprep.cli import main
+
+    def call(*args):
+        shown = StringIO()
+        monkeypatch.setattr(progress, "console", Console(file=shown, width=200, highlight=False))
+        code = main([*map(str, args)])
+        captured = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err + shown.getvalue())
+    return call
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600):
     """Run the real ``edgeprep`` CLI in a subprocess; returns the CompletedProcess (text mode)."""
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
@@ -116,3 +157,41 @@ def copy_manifest(tmp_path: Path) -> Path:
     for name in ("fashion_mnist.toml", "fashion_mnist_calib.npz", "fashion_mnist_eval.npz"):
         shutil.copy(DATA_DIR / name, tmp_path / name)
     return tmp_path / "fashion_mnist.toml"
+
+
+# -- distribution over xdist workers (``--dist loadgroup`` in pyproject.toml) ------------------------------------
+# A work unit is one test, or every test of one xdist group, which runs on one worker. A test that uses a
+# module-scoped fixture of its own module joins the group of that module, so the fixture is built on one worker
+# only; a module's own xdist_group marks replace that rule for the module. Modules listed here build their
+# module fixtures cheaply: their tests are spread over the workers one by one.
+SPREAD_MODULES = {"test_quantize.py", "test_convert_verify.py", "test_calibrate.py", "test_cli.py",
+                  "test_coreml_reference.py", "test_mil_ops.py"}
+
+
+def _uses_own_module_fixture(item) -> bool:
+    defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    module_id = item.nodeid.split("::", 1)[0]
+    return any(d[-1].scope == "module" and d[-1].baseid == module_id for d in defs.values() if d)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    by_hand = {item.nodeid.split("::", 1)[0] for item in items if item.get_closest_marker("xdist_group")}
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        if module not in by_hand and Path(module).name not in SPREAD_MODULES and _uses_own_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(Path(module).stem))
+    if getattr(config.option, "loadgroup", False) and items and hasattr(items[0], "_id"):
+        # pytest >= 9 keeps the node id in ``_id``: xdist 3.8 still sets ``_nodeid`` to add the group to the id
+        # (``test_x@group``, how the scheduler finds groups), which no longer takes. Do it here.
+        from _pytest.nodeid import NodeId
+
+        for item in items:
+            names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                            for m in item.iter_markers("xdist_group")})
+            if names:
+                item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(names)}")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # Groups are handed out first (largest first); then single tests in this order: slow ones first, so that
+        # the last tests to start are short ones and neither worker waits long for the other at the end.
+        items.sort(key=lambda item: not (item.get_closest_marker("xdist_group") or item.get_closest_marker("slow")))

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from bn_models import conv_variants, nested, randomize_bn, sequential_conv1d, under_mixed_float16, unfoldable
-from conftest import DATA_DIR, run_cli
+from conftest import DATA_DIR
 
 from edgeprep.bn.graph import bn_layers
 from edgeprep.config.calibrate import CalibrateConfig
@@ -201,9 +201,8 @@ def test_recalibration_restores_accuracy_under_a_brightness_contrast_shift(train
 
 
 @pytest.mark.slow
-def test_calibrate_cli_writes_the_model_the_table_and_the_report(trained_small, shifted, tmp_path):
-    proc = run_cli("calibrate", str(trained_small), "--data", str(shifted), "--out", str(tmp_path / "c.keras"),
-                   "--samples", "200")
+def test_calibrate_cli_writes_the_model_the_table_and_the_report(cli, trained_small, shifted, tmp_path):
+    proc = cli("calibrate", trained_small, "--data", shifted, "--out", tmp_path / "c.keras", "--samples", "200")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "BatchNorm telemetry" in proc.stdout and "stale → recalibrated" in proc.stdout
     report = json.loads((tmp_path / "c.report.json").read_text())
@@ -216,7 +215,7 @@ def test_calibrate_cli_writes_the_model_the_table_and_the_report(trained_small, 
     x = np.load(DATA_DIR / "fashion_mnist_calib.npz")["x"][:50].astype("float32")
     x[0, 0, 0] = np.nan
     np.savez(bad, x=x)
-    proc = run_cli("calibrate", str(trained_small), "--data", str(bad), "--out", str(tmp_path / "d.keras"))
+    proc = cli("calibrate", trained_small, "--data", bad, "--out", tmp_path / "d.keras")
     assert proc.returncode == 2 and "1 NaN/Inf values" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "d.keras").exists()
 

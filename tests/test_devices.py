@@ -348,15 +348,14 @@ def test_emulated_arm_matches_x86_numerics(arts, tmp_path):
 
 
 @pytest.mark.slow
-def test_run_on_the_emulated_board_and_a_fleet(trained_small, tmp_path, server):
+def test_run_on_the_emulated_board_and_a_fleet(cli, trained_small, tmp_path, server):
     """edgeprep run with the emulated target (device accuracy in the report, emulated latency marked), then
     the same model on a fleet of the emulator, an ssh device and this machine."""
     require(rootfs_ready(), "the ARM64 emulator (make emulator)")
     from edgeprep.report import load_report
 
     emu = _profile(tmp_path / "emu.toml", "emu", 'transport = "qemu-aarch64"\n')
-    done = run_cli("run", str(trained_small), "--target", str(emu), "--data", str(MANIFEST), "--out",
-                   str(tmp_path / "one"))
+    done = cli("run", trained_small, "--target", emu, "--data", MANIFEST, "--out", tmp_path / "one")
     assert done.returncode == 0, done.stderr
     entry = load_report(tmp_path / "one")["artifacts"][0]
     b = entry["bench"]
@@ -368,8 +367,8 @@ def test_run_on_the_emulated_board_and_a_fleet(trained_small, tmp_path, server):
 
     local = _profile(tmp_path / "here.toml", "here", "")
     remote = _profile(tmp_path / "board.toml", "board", 'transport = "ssh"\n' + server.toml(1))
-    done = run_cli("run", str(trained_small), "--targets", f"{emu},{remote},{local}", "--data", str(MANIFEST),
-                   "--out", str(tmp_path / "fleet"))
+    done = cli("run", trained_small, "--targets", f"{emu},{remote},{local}", "--data", MANIFEST,
+               "--out", tmp_path / "fleet")
     assert done.returncode == 0, done.stderr
     report = load_report(tmp_path / "fleet")
     # these profiles set no [gates]: measured, not verified (the export-integrity checks passed)

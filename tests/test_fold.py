@@ -144,20 +144,20 @@ def test_bn_commands_have_help():
 
 
 @pytest.mark.slow
-def test_fold_cli_writes_model_and_report_or_refuses(tmp_path):
+def test_fold_cli_writes_model_and_report_or_refuses(cli, tmp_path):
     model = conv_variants()
     randomize_bn(model)
     model.save(tmp_path / "m.keras")
     no_bn().save(tmp_path / "plain.keras")
-    proc = run_cli("fold", str(tmp_path / "m.keras"), "--out", str(tmp_path / "f.keras"))
+    proc = cli("fold", tmp_path / "m.keras", "--out", tmp_path / "f.keras")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "5 of 5 folded" in proc.stdout and "random inputs" in proc.stdout
     report = json.loads((tmp_path / "f.report.json").read_text())
     validate(report)
     assert report["command"] == "fold" and report["fold"]["equivalence"]["passed"]
-    proc = run_cli("fold", str(tmp_path / "m.keras"), "--out", str(tmp_path / "g.keras"), "--max-rel-error", "1e-12")
+    proc = cli("fold", tmp_path / "m.keras", "--out", tmp_path / "g.keras", "--max-rel-error", "1e-12")
     assert proc.returncode == 1 and "fold refused" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "g.keras").exists()
-    proc = run_cli("fold", str(tmp_path / "plain.keras"), "--out", str(tmp_path / "p.keras"))
+    proc = cli("fold", tmp_path / "plain.keras", "--out", tmp_path / "p.keras")
     assert proc.returncode == 0 and "nothing to fold" in proc.stdout
     assert not (tmp_path / "p.keras").exists()

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import MANIFEST, ROOT, run_cli
+from conftest import MANIFEST, ROOT
 
 from edgeprep.config.formats import CoreMLOptions, IgnoredScope, OpenVINOOptions, TFLiteOptions
 from edgeprep.config.quantize import QuantizeConfig
@@ -25,8 +25,12 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def small(trained_small):
-    return load_model(trained_small)
+def small(trained_small, tmp_path_factory):
+    """The model's handle, its SavedModel (what OpenVINO converts from) exported once for the module's
+    conversions instead of once per OpenVINO conversion."""
+    handle = load_model(trained_small)
+    handle.saved_model_dir(tmp_path_factory.mktemp("savedmodel"))
+    return handle
 
 
 def _layernorm_model(path):
@@ -171,10 +175,10 @@ def test_qat_plan_folds_bn_and_lists_unhandled_layers(tmp_path, data):
     assert float_ops(it), "the unhandled LayerNormalization stays float and is listed"
 
 
-def test_qat_cli_labelled_exports_all_int8_tflite_and_openvino(tmp_path, trained_small):
+def test_qat_cli_labelled_exports_all_int8_tflite_and_openvino(cli, tmp_path, trained_small):
     out = tmp_path / "q"
-    r = run_cli("quantize", str(trained_small), "--method", "qat", "--labels", "--steps", "12", "--data",
-                str(MANIFEST), "--target", str(_target(tmp_path)), "--out", str(out), "--keep-float", "auto")
+    r = cli("quantize", trained_small, "--method", "qat", "--labels", "--steps", "12", "--data", MANIFEST,
+            "--target", _target(tmp_path), "--out", out, "--keep-float", "auto")
     assert r.returncode == 0, r.stderr[-2000:]
     rep = json.loads((out / "report.json").read_text())
     arts = {a["format"]: a for a in rep["artifacts"]}

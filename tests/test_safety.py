@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import EXAMPLE_MODEL, MANIFEST, ROOT, build_small_cnn, require, run_cli
+from conftest import EXAMPLE_MODEL, MANIFEST, ROOT, build_small_cnn, require
 
 FAST_TARGET = """
 name = "fast-tflite"
@@ -83,11 +83,17 @@ def fast_target(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, small, fast_target) -> Path:
-    """A real, complete run directory (the earlier run the later tests must never lose)."""
+    """A real, complete run directory (the earlier run the later tests must never lose), made by the real CLI
+    in this process. The tests that read it share one xdist worker (RUN_DIR), so it is made once."""
+    from edgeprep.cli import main
+
     out = tmp_path_factory.mktemp("runs") / "earlier"
-    proc = run_cli("run", str(small), "--target", str(fast_target), "--data", str(MANIFEST), "--out", str(out))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert main(["-q", "run", str(small), "--target", str(fast_target), "--data", str(MANIFEST),
+                 "--out", str(out)]) == 0
     return out
+
+
+RUN_DIR = pytest.mark.xdist_group("safety-run-dir")
 
 
 # ---- --out and report paths -------------------------------------------------------------------------------
@@ -112,8 +118,8 @@ def test_convert_into_an_existing_folder_writes_inside_it(cli, small, tmp_path):
 
 @pytest.mark.parametrize("fmt,precision,suffix", [("tflite", "fp32", ".tflite"), ("openvino", "fp32", ".xml"),
                                                   ("coreml", "fp16", ".mlpackage")])
-def test_convert_adds_the_format_suffix_and_the_artifact_is_usable(small, tmp_path, fmt, precision, suffix):
-    proc = run_cli("convert", str(small), "--to", fmt, "--precision", precision, "--out", str(tmp_path / "model"))
+def test_convert_adds_the_format_suffix_and_the_artifact_is_usable(loud_cli, small, tmp_path, fmt, precision, suffix):
+    proc = loud_cli("convert", small, "--to", fmt, "--precision", precision, "--out", tmp_path / "model")
     assert proc.returncode == 0, proc.stderr[-2000:]
     final = tmp_path / f"model{suffix}"
     assert final.exists() and f"writing{final}" in "".join(proc.stderr.split())   # rich folds long lines
@@ -181,6 +187,7 @@ def test_a_run_never_replaces_an_ordinary_folder_or_a_file(cli, small, fast_targ
     assert debris(tmp_path) == []
 
 
+@RUN_DIR
 def test_a_run_replaces_its_own_run_directory_and_an_empty_one(cli, run_dir, small, fast_target, tmp_path):
     copy = tmp_path / "again"
     shutil.copytree(run_dir, copy)
@@ -195,6 +202,7 @@ def test_a_run_replaces_its_own_run_directory_and_an_empty_one(cli, run_dir, sma
     assert debris(tmp_path) == []
 
 
+@RUN_DIR
 def test_gate_report_paths_that_are_folders_or_foreign_files_are_refused(cli, run_dir, tmp_path):
     folder = user_tree(tmp_path / "docs")
     before = snapshot(folder)
@@ -313,6 +321,7 @@ def wait_for(condition, timeout: float, proc: subprocess.Popen) -> None:
     raise AssertionError("timed out waiting")
 
 
+@RUN_DIR
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_during_run_cleans_up_and_keeps_the_earlier_run(run_dir, small, fast_target, tmp_path, sig, code):
     out = tmp_path / "earlier"
@@ -355,6 +364,7 @@ def benchmark_children(marker: str) -> list[int]:
     return pids
 
 
+@RUN_DIR
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_during_bench_stops_the_benchmark_process(run_dir, tmp_path, sig, code):
     target = tmp_path / "slow-bench.toml"
@@ -436,16 +446,16 @@ def test_output_rules_by_hand(tmp_path):
 
 # ---- int8 calibrated on too few samples: the same warning everywhere --------------------------------------
 
-def test_every_int8_calibration_warns_when_it_uses_too_few_samples(small, tmp_path):
+def test_every_int8_calibration_warns_when_it_uses_too_few_samples(loud_cli, small, tmp_path):
     warning = "only 5 calibration samples used"
-    proc = run_cli("convert", str(small), "--to", "tflite", "--precision", "int8", "--data", str(MANIFEST),
-                   "--calib-samples", "5", "--out", str(tmp_path / "m"))
+    proc = loud_cli("convert", small, "--to", "tflite", "--precision", "int8", "--data", MANIFEST,
+                    "--calib-samples", "5", "--out", tmp_path / "m")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert warning in " ".join(proc.stderr.split())
     target = tmp_path / "int8-few.toml"
     target.write_text(FAST_TARGET.replace('"fp32"]', '"int8"]').replace('name = "fast-tflite"', 'name = "int8-few"')
                       + "\n[quantize]\ncalibration_samples = 5\n")
-    proc = run_cli("run", str(small), "--target", str(target), "--data", str(MANIFEST), "--out", str(tmp_path / "r"))
+    proc = loud_cli("run", small, "--target", target, "--data", MANIFEST, "--out", tmp_path / "r")
     assert proc.returncode in (0, 1), proc.stderr[-2000:]
     assert warning in " ".join(proc.stderr.split())
 
@@ -482,6 +492,7 @@ def test_an_interrupted_fleet_stops_every_lane_at_once():
     assert codes == [-signal.SIGKILL, -signal.SIGKILL]      # killed, and no lane started its second process
 
 
+@RUN_DIR
 def test_verify_adds_its_report_to_a_folder_but_never_replaces_a_foreign_summary(cli, run_dir, small, tmp_path):
     folder = user_tree(tmp_path / "docs")
     (folder / "summary.md").write_text("# my summary\n")
