@@ -29,6 +29,7 @@ class RunResult:
     out_dir: Path
     report: dict
     reference: Reference | None = None      # the float outputs every artifact was verified against
+    data: DataSpec | None = None            # the data the run loaded (its evaluation set made ``reference``)
 
     @property
     def passed(self) -> bool:

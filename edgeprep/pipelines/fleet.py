@@ -256,13 +256,9 @@ def run_fleet(model: Path, targets: list, data: Path | None, out: Path | None, *
             results[t.name] = res
             arts[t.name] = [open_artifact(res.out_dir / a["path"], t.options_for) for a in res.report["artifacts"]]
             ref = res.reference
-            if evaluates_remotely(t.bench, ref):
-                from edgeprep.data import load_data
-
-                evaluation = load_data(data, preprocess_layers=(t.preprocess,), cli_preprocess=cli_preprocess,
-                                       calibration=calibration_path, split=split).evaluation
+            if evaluates_remotely(t.bench, ref):   # the evaluation set the run loaded, not loaded again
                 npz[t.name] = write_device_data(staging / f".{dir_name(t.name)}.device-data.npz",
-                                                evaluation.arrays(ref.samples), ref.outputs)
+                                                res.data.evaluation.arrays(ref.samples), ref.outputs)
 
         def work(t):
             res = results[t.name]

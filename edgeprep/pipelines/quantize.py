@@ -83,7 +83,7 @@ def quantize(model_path, target: TargetProfile, data_path, out_dir=None, *, meth
         refine_int8(ctx, [b.artifact for b in built], entries, ref, model, model, built=built)
         ctx.sections["quantize"] = section
         report = write(ctx, entries, ref)
-        return RunResult(out_dir, report, ref)
+        return RunResult(out_dir, report, ref, data)
     return None
 
 

@@ -225,4 +225,4 @@ def run(model_path: str | Path, target: TargetProfile, data_path: str | Path | N
                 bench_entries(artifacts, entries, BenchRequest(target.bench, target.threads, data_file, ref),
                               reporter, staging)
         report = write(ctx, entries, ref)
-    return RunResult(out_dir, report, ref)
+    return RunResult(out_dir, report, ref, data)
