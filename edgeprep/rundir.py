@@ -55,6 +55,7 @@ class RunContext:
     artifact_checks: list = field(default_factory=list)  # extra checks on every artifact (stages.verify.ArtifactCheck)
     sanity: dict | None = None                           # the float reference's chance-level diagnosis, if any
     prepared: Any = None                                 # stages.bn_pipeline.Prepared: what calibrate_and_fold did
+    built: dict = field(default_factory=dict)            # int8 artifact path -> stages.ptq.Built (edgeprep PTQ)
 
     @property
     def workdir(self) -> Path:

@@ -24,7 +24,7 @@ RANKS = {
     "edgeprep.pipelines": 8,
     "edgeprep.rundir": 7,
     "edgeprep.stages": 6,
-    "edgeprep.qat": 5, "edgeprep.targets": 5,
+    "edgeprep.qat": 5, "edgeprep.ptq": 5, "edgeprep.targets": 5,
     "edgeprep.bn": 4,
     "edgeprep.backends": 3,
     "edgeprep.report": 2, "edgeprep.gate": 2, "edgeprep.history": 2,

@@ -31,6 +31,7 @@ class Backend:
     measures_layer_error = False                 # per-layer error against its own fp32 artifact (layer_errors)
     all_int8_qat = False                         # QAT artifacts compute every op in int8 (float_compute_ops)
     qat_reconverts = False                       # QAT: convert the fine-tuned float model again (qat_options)
+    int16_activations = False                    # edgeprep PTQ: 16-bit activations (else they stay float)
                                                  # instead of exporting the fake-quant graph (export_qat)
 
     def artifact_name(self, stem: str, precision: str) -> str:

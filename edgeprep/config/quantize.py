@@ -4,6 +4,12 @@
     calibration_samples = 500      # samples drawn from the calibration data for int8 range estimation
     range_method = "minmax"        # "minmax", or "percentile" (clip activation ranges at `percentile`)
     keep_float = []                # layer names kept in float; ["auto"] = worst layers until the drop is met
+    [quantize.ptq]                 # edgeprep's own PTQ (engine = "vendor": the converters' own)
+    engine = "edgeprep"             # default "vendor" (the converters' own PTQ)
+    ranges = "mse"                 # minmax | percentile | mse (range_method above applies to engine = "vendor")
+    cle = true
+    adaround = true
+    bias_correction = true
     [quantize.qat]                 # quantization-aware fine-tuning (`edgeprep quantize --method qat`)
     epochs = 3
     learning_rate = 1e-5
@@ -64,6 +70,30 @@ class QATConfig:
 
 
 @dataclass(frozen=True)
+class PTQConfig:
+    """``[quantize.ptq]``: edgeprep's own post-training quantization (``engine = "edgeprep"``).
+
+    The algorithms run in this order; each is measured in ``make bench`` (README, "Quantization quality")."""
+
+    engine: Literal["edgeprep", "vendor"] = "vendor"     # "edgeprep": our algorithms; vendor: each converter's own PTQ
+    ranges: Literal["minmax", "percentile", "mse"] = "mse"   # activation range per tensor
+    cle: bool = True                   # cross-layer equalization of conv->conv and depthwise->pointwise pairs
+    adaround: bool = True              # learned up/down rounding of the int8 weights
+    adaround_iterations: int = 300     # per layer
+    bias_correction: bool = True       # empirical, per output channel
+    samples: int = 256                 # calibration samples AdaRound and bias correction use
+    # "int16": 16-bit activations with int8 weights (TFLite 16x8; OpenVINO, which has no int16 path on CPU, keeps
+    # activations float; Core ML's int8 is fp16 activations anyway)
+    activations: Literal["int8", "int16"] = "int8"
+
+    def __post_init__(self) -> None:
+        if self.adaround_iterations < 1:
+            raise ValueError("adaround_iterations must be >= 1")
+        if self.samples < 1:
+            raise ValueError("samples must be >= 1")
+
+
+@dataclass(frozen=True)
 class QuantizeConfig:
     calibration_samples: int = 500     # samples drawn from the calibration data for int8 range estimation
     # How activation ranges are estimated from the calibration samples: "minmax" (the observed extremes, what
@@ -77,6 +107,7 @@ class QuantizeConfig:
     keep_float_max_layers: int = 8     # auto: never keep more than this many layers in float
     layer_error_samples: int = 64      # evaluation samples used for the per-layer error report (0 = off)
     qat: QATConfig = QATConfig()
+    ptq: PTQConfig = PTQConfig()
 
     def __post_init__(self) -> None:
         if self.calibration_samples < 1:

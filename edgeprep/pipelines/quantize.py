@@ -14,20 +14,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 from edgeprep._util import quiet
-from edgeprep.artifact import Artifact
 from edgeprep.backends import get_backend
 from edgeprep.config.quantize import few_samples_warning
 from edgeprep.errors import DataError
 from edgeprep.models import check_model_path, load_model
-from edgeprep.outputs import Discard, atomic_path, publish, run_dir_out, staged_dir
+from edgeprep.outputs import Discard, atomic_path, run_dir_out, staged_dir
 from edgeprep.pipelines import run as pipeline
-from edgeprep.pipelines.refine import Built, refine_int8
+from edgeprep.pipelines.refine import refine_int8
 from edgeprep.progress import Reporter
 from edgeprep.rundir import RunContext, RunResult, default_out_dir, write
-from edgeprep.stages.convert import convert, open_artifact
+from edgeprep.stages.convert import convert
+from edgeprep.stages.ptq import Built, export_int8
 from edgeprep.targets import TargetProfile
 
 
@@ -148,43 +147,10 @@ def _qat(ctx: RunContext, model_path, cfg, labels: bool, distill: bool, strategy
                                   workdir=ctx.workdir)
                     built.append(Built(art, None, None))
                     continue
-                art, float_path, requantize = _export_one(ctx, qat, fmt, opts, path, shape)
-            built.append(Built(art, float_path, requantize))
+                built.append(export_int8(
+                    qat, fmt, opts, path, shape, ctx.workdir, method="qat",
+                    description={"weights": "int8 per-channel (Dense per-tensor), QAT",
+                                 "activations": "int8 (QAT ranges)"},
+                    layer_error_samples=ctx.target.quantize.layer_error_samples,
+                    options_for=ctx.target.options_for))
     return built
-
-
-def _export_one(ctx: RunContext, qat, fmt: str, opts, path: Path, shape):
-    backend = get_backend(fmt)
-
-    def build(keep: frozenset) -> Artifact:
-        ours = backend.recognizes   # rebuilt with layers kept float: replaces the earlier one
-        with atomic_path(path, ours) as tmp:
-            backend.export_qat(qat, shape, tmp, ctx.workdir, opts, keep=keep)
-            for made, final in zip(backend.companion_files(tmp), backend.companion_files(path)):
-                publish(made, final, lambda _p: True, "")     # before the main file: it marks completion
-        art = open_artifact(path, ctx.target.options_for)
-        quant = {"weights": "int8 per-channel (Dense per-tensor), QAT", "activations": "int8 (QAT ranges)",
-                 "io": backend.int8_io(opts), "method": "qat"}
-        if keep:
-            quant["kept_float"] = sorted(keep)
-        return dataclasses.replace(art, precision="int8", quantization=quant)
-
-    art = build(frozenset())
-    float_path = None
-    if ctx.target.quantize.layer_error_samples:
-        float_path = backend.export_qat(qat, shape, ctx.workdir / f"qat-float{backend.suffix}", ctx.workdir, opts,
-                                        quantize=False)
-    names = {s.name for s in qat.steps}
-
-    def requantize(nodes):
-        return build(frozenset(_layer_of(n, names) for n in nodes) - {None})
-    return art, float_path, requantize
-
-
-def _layer_of(node: str, names: set[str]) -> str | None:
-    """The Keras layer a converted node belongs to (its name scope), longest match first."""
-    parts = [p for seg in node.split(";") for p in seg.split("/")]
-    hits = [p for p in parts if p in names]
-    return max(hits, key=len) if hits else None
-
-

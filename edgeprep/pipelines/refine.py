@@ -19,16 +19,8 @@ from edgeprep.outputs import publish
 from edgeprep.report import artifact_entry
 from edgeprep.stages import keep_float as layers
 from edgeprep.stages.convert import convert, open_artifact, target_options
+from edgeprep.stages.ptq import Built
 from edgeprep.stages.verify import Reference, reference, verify
-
-
-@dataclasses.dataclass
-class Built:
-    """One int8 artifact per format, how to rebuild it with layers kept float, and its float twin."""
-
-    artifact: Artifact
-    float_path: object
-    requantize: object
 
 
 def ptq_built(ctx, model: ModelHandle, art: Artifact, artifacts: list[Artifact]) -> Built:
@@ -83,7 +75,8 @@ def refine_int8(ctx, artifacts: list[Artifact], entries: list[dict], ref: Refere
                           model=converted)
     with ctx.timed("layer_errors"):
         for i in targets:
-            b = built[targets.index(i)] if built is not None else ptq_built(ctx, converted, artifacts[i], artifacts)
+            b = (built[targets.index(i)] if built is not None else None) or \
+                ptq_built(ctx, converted, artifacts[i], artifacts)
             art = b.artifact
             with ctx.reporter.step(f"Per-layer error of {art.label}"):
                 lerr = layers.layer_errors(art, b.float_path, evaluation, cfg.layer_error_samples)

@@ -126,14 +126,105 @@ def convert_all(ctx: RunContext, model: ModelHandle) -> list[Artifact]:
         if section is not None:      # edgeprep quantize: the samples actually used, and the warning, in its section
             section["calibration_samples"] = min(ctx.target.quantize.calibration_samples, calib.count)
             section["notes"] += [warning] if warning else []
+    owned = owned_ptq(ctx, model)
     with ctx.timed("convert"):
         for fmt, precision in ctx.target.plan():
             name = get_backend(fmt).artifact_name(model.name, precision)
             with ctx.reporter.step(f"Converting to {fmt} {precision}"):
+                if precision == "int8" and owned is not None:    # edgeprep's own PTQ
+                    artifacts.append(export_owned(ctx, owned, model, fmt, ctx.staging / name, artifacts))
+                    continue
                 artifacts.append(convert(model, out=ctx.staging / name, workdir=ctx.workdir,
                                          calibration=ctx.data.calibration if ctx.data else None,
                                          **target_options(ctx.target, fmt, precision)))
     return artifacts
+
+
+def owned_ptq(ctx: RunContext, model: ModelHandle):
+    """A source of edgeprep's own PTQ parameters for the target's int8 artifacts (``[quantize.ptq] engine =
+    "edgeprep"``): ``get(activations)`` computes them once per activation precision ("int8", or "int16" for
+    16-bit activations and for backends whose int8 is weights only, such as Core ML). None when the converters
+    quantize (engine "vendor", no int8, no data, or a model that is not Keras)."""
+    cfg = ctx.target.quantize
+    if cfg.ptq.engine != "edgeprep" or "int8" not in ctx.target.precisions or ctx.data is None \
+            or not model.is_keras:
+        return None
+    return _OwnedCache(ctx, model)
+
+
+class _OwnedCache:
+    def __init__(self, ctx: RunContext, model: ModelHandle):
+        self.ctx, self.model, self.made = ctx, model, {}
+
+    def get(self, activations: str):
+        import dataclasses
+
+        from edgeprep._util import first_line
+        from edgeprep.errors import EdgeprepError
+        from edgeprep.stages.ptq import owned_params
+
+        if activations in self.made:
+            return self.made[activations]
+        ctx = self.ctx
+        cfg = ctx.target.quantize
+        cfg = dataclasses.replace(cfg, ptq=dataclasses.replace(cfg.ptq, activations=activations))
+        what = "int8 activations" if activations == "int8" else "weights only / 16-bit activations"
+        with ctx.timed(f"ptq ({what})"), ctx.reporter.step(f"edgeprep PTQ ({what})"):
+            try:
+                owned = owned_params(self.model, ctx.data.calibration, cfg, step=lambda m: ctx.reporter.info(f"  {m}"))
+            except EdgeprepError:
+                raise
+            except Exception as exc:     # a graph the fake-quant plan cannot run: the converters' own PTQ instead
+                warning = f"edgeprep PTQ could not run on this model ({first_line(exc)}): int8 uses each " \
+                          "converter's own PTQ (set [quantize.ptq] engine = \"vendor\" to silence this)"
+                ctx.reporter.warn(warning)
+                ctx.sections.setdefault("ptq", {})["fallback"] = warning
+                owned = None
+        if owned is not None:
+            ctx.sections.setdefault("ptq", {})[activations] = owned.account
+        self.made[activations] = owned
+        return owned
+
+
+def export_owned(ctx: RunContext, cache: _OwnedCache, model: ModelHandle, fmt: str, path: Path,
+                 artifacts: list[Artifact]) -> Artifact:
+    """One int8 artifact from the owned parameters: the fake-quant graph exported (TFLite, OpenVINO), or the model
+    with the quantized kernels converted by a backend that quantizes weights itself (Core ML)."""
+    import dataclasses
+
+    from edgeprep.pipelines.refine import ptq_built
+    from edgeprep.stages.ptq import describe, export_int8, snapped_model
+
+    backend = get_backend(fmt)
+    activations = ctx.target.quantize.ptq.activations
+    owned = cache.get("int16" if backend.qat_reconverts else activations)
+    if owned is None:
+        return convert(model, out=path, workdir=ctx.workdir, calibration=ctx.data.calibration,
+                       **target_options(ctx.target, fmt, "int8"))
+    algorithms = describe(owned)
+    if backend.qat_reconverts:
+        snapped = snapped_model(owned, model)
+        source = snapped or model
+        art = convert(source, out=path, workdir=ctx.workdir, calibration=ctx.data.calibration,
+                      **target_options(ctx.target, fmt, "int8"))
+        if snapped is not None:
+            art = dataclasses.replace(art, quantization={**art.quantization, "algorithms": algorithms})
+        else:
+            art = dataclasses.replace(art, notes=art.notes + (
+                "edgeprep PTQ's kernels could not be written into this model (BatchNorm not folded, or a corrected "
+                "bias on a layer without one): the converter quantized the original weights",))
+        ctx.built[art.path] = ptq_built(ctx, source, art, artifacts)
+        return art
+    acts = "int16 (16x8)" if activations == "int16" and backend.int16_activations else \
+        "float (this backend has no int16 path: weights-only int8)" if activations == "int16" else \
+        f"int8 ({owned.account['settings']['ranges']} ranges)"
+    description = {"weights": "int8 per-channel (Dense per-tensor)", "activations": acts, "algorithms": algorithms}
+    built = export_int8(owned.qat, fmt, ctx.target.options_for(fmt), path, model.input_shape, ctx.workdir,
+                        method="ptq", description=description,
+                        layer_error_samples=ctx.target.quantize.layer_error_samples,
+                        options_for=ctx.target.options_for)
+    ctx.built[built.artifact.path] = built
+    return built.artifact
 
 
 def verify_all(ctx: RunContext, model: ModelHandle, artifacts: list[Artifact],
@@ -217,7 +308,8 @@ def run(model_path: str | Path, target: TargetProfile, data_path: str | Path | N
         reference_model, to_convert = calibrate_and_fold(ctx, model)
         artifacts = convert_all(ctx, to_convert)
         ref, entries = verify_all(ctx, reference_model, artifacts, to_convert, ref=ctx.prepared.evaluated)
-        artifacts = refine_int8(ctx, artifacts, entries, ref, reference_model, to_convert)
+        artifacts = refine_int8(ctx, artifacts, entries, ref, reference_model, to_convert,
+                                built=[ctx.built.get(a.path) for a in artifacts if a.precision == "int8"])
         if bench and target.bench is not None:      # the target's [bench]; on its device, the evaluation too
             with ctx.timed("bench"):
                 data_file = write_device_data(ctx.workdir / "device_data.npz", data.evaluation.arrays(ref.samples),

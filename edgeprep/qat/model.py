@@ -79,6 +79,13 @@ class Mode:
     keep: frozenset = frozenset()
     record: bool = False       # keep every range point's float value in ``QATModel.recorded`` (calibration)
     export: bool = False       # weights folded in numpy and embedded as constants, so converters fold them
+    # linear steps whose input and pre-activation output are kept in ``QATModel.recorded`` as ``<name>/@in``
+    # and ``<name>/@out`` (post-training algorithms: bias correction, AdaRound)
+    taps: frozenset = frozenset()
+    until: str | None = None   # stop after this step (its output is returned): partial passes for ``taps``
+    # False: weights quantized, activations left float (16-bit activations, weight-only int8)
+    activations: bool = True
+    snap: bool = False         # export: quantized weights as float constants on the grid (no FakeQuant op)
 
 
 class QATModel:
@@ -94,6 +101,13 @@ class QATModel:
 
         self.model = model
         self.steps: list[Step] = plan(model)
+        # post-training quantization parameters that replace a linear step's folded (kernel, bias) in the
+        # quantized export graph (``edgeprep.ptq``: AdaRound's rounded kernels, bias-corrected biases); the float
+        # twin (``quantize=False``) keeps the model's own weights
+        self.overrides: dict[str, tuple] = {}
+        # what ``serving_function`` exports: activations fake-quantized (8) or left float for a converter that
+        # quantizes them itself (16: TFLite's 16x8 mode; the kernels are then exported already on the grid)
+        self.activation_bits = 8
         self.ema_decay = ema_decay
         self.vars: dict[str, tf.Variable] = {}
         agg = tf.VariableAggregation.MEAN
@@ -127,6 +141,7 @@ class QATModel:
         """Fold every linear step's kernel in numpy, and read the variables of layers run as-is (eagerly), for
         ``Mode(export=True)`` traces."""
         self.export_weights = {s.name: self.folded_numpy(s) for s in self.steps if s.kind == "linear"}
+        self.export_overrides = dict(self.overrides)
         self.export_variables = {
             s.name: ([v.numpy() for v in s.layer.trainable_variables],
                      [v.numpy() for v in s.layer.non_trainable_variables])
@@ -143,7 +158,8 @@ class QATModel:
 
         @tf.function(input_signature=[spec], autograph=False)
         def serve(x):
-            out, _, _ = self(x, Mode(quantize=quantize, keep=keep, export=True))
+            act = self.activation_bits == 8
+            out, _, _ = self(x, Mode(quantize=quantize, keep=keep, export=True, activations=act, snap=not act))
             return out
 
         return serve.get_concrete_function()
@@ -184,6 +200,8 @@ class QATModel:
                 out = self._step(s, args, kwargs, mode)
             for t in s.node.outputs:
                 values[id(t)] = out
+            if s.name == mode.until:
+                return out, out, dict(self._divergence)
         out = values[id(self._graph.outputs[0])]
         return out, (self._logits if self._logits is not None else out), dict(self._divergence)
 
@@ -204,7 +222,7 @@ class QATModel:
             if s is self.steps[-1] or self._is_output(s):
                 self._logits = args[0]
             y = self._call_layer(s, args, kwargs, mode)
-            return self._fixed(y, s.activation) if q else y
+            return self._fixed(y, s.activation) if q and mode.activations else y
         if inner_points(s):      # Rescaling, Average: the ops a converter emits, each int8
             y = (self._rescaling if type(s.layer).__name__ == "Rescaling" else self._average)(s, args[0], mode, q)
         else:
@@ -262,7 +280,7 @@ class QATModel:
 
         if mode.record:
             self.recorded[name] = y
-        if not q:
+        if not q or not mode.activations:
             return y
         vmin, vmax = self.vars[f"{name}:min"], self.vars[f"{name}:max"]
         if mode.training:
@@ -283,23 +301,31 @@ class QATModel:
         kernel = _kernel(layer)
         bias = tf.convert_to_tensor(layer.bias) if layer.use_bias else None
         mid = (lambda t: self._range_point(mid_point(s), t, mode, q)) if mid_point(s) else None
+        if s.name in mode.taps:
+            self.recorded[f"{s.name}/@in"] = x
         if mode.export:
-            w, b = self.export_weights[s.name]
-            y = _apply(layer, x, self._weights(w, layer, constant=True) if q else _constant(w), mid)
+            w, b = self.export_overrides.get(s.name, self.export_weights[s.name]) if q else \
+                self.export_weights[s.name]
+            if q and mode.snap:
+                w = _constant(_snapped(w, kernel_kind(layer)))
+            y = apply_linear(layer, x, self._weights(w, layer, constant=True) if q and not mode.snap else
+                             _constant(w) if not q else w, mid)
             y = y + tf.constant(b)
         elif s.fold is None:
             w = self._weights(kernel, layer) if q else kernel
-            y = _apply(layer, x, w, mid)
+            y = apply_linear(layer, x, w, mid)
             if bias is not None:
                 y = y + bias
         else:
             y = self._folded(s, x, kernel, bias, mode, q, mid)
+        if s.name in mode.taps:
+            self.recorded[f"{s.name}/@out"] = y
         act = s.activation
         if act in FIXED_RANGE:
             y = self._act_quant(s, y, mode)
             self._logits = y
             out = layer.activation(y)
-            return self._fixed(out, act) if q else out
+            return self._fixed(out, act) if q and mode.activations else out
         if preact_point(s):
             y = self._range_point(preact_point(s), y, mode, q)
         y = layer.activation(y)
@@ -381,9 +407,9 @@ class QATModel:
         w_fold = scaled(kernel, scale_mov)
         w_q = self._weights(w_fold, s.layer) if q else w_fold
         if not mode.batch_stats:
-            return _apply(s.layer, x, w_q, mid) + (beta + (b - mean_v) * scale_mov)
+            return apply_linear(s.layer, x, w_q, mid) + (beta + (b - mean_v) * scale_mov)
         # fold-aware training with batch statistics of the float conv output, synchronized across replicas
-        z = _apply(s.layer, x, kernel) + b
+        z = apply_linear(s.layer, x, kernel) + b
         axes = list(range(len(z.shape) - 1))
         local_mean = tf.reduce_mean(z, axis=axes)
         local_sq = tf.reduce_mean(tf.square(z), axis=axes)
@@ -405,7 +431,7 @@ class QATModel:
             mean_v.assign(mean_v * m + tf.stop_gradient(mean) * (1 - m))
             var_v.assign(var_v * m + tf.stop_gradient(unbiased) * (1 - m))
         correction = tf.stop_gradient(tf.sqrt(var_v + eps) / tf.sqrt(var + eps))
-        return _apply(s.layer, x, w_q, mid) * correction + (beta + (b - mean) * gamma / tf.sqrt(var + eps))
+        return apply_linear(s.layer, x, w_q, mid) * correction + (beta + (b - mean) * gamma / tf.sqrt(var + eps))
 
 
 def _kernel(layer):
@@ -417,13 +443,22 @@ def _kernel(layer):
     return tf.convert_to_tensor(layer.kernel)
 
 
+def _snapped(w, kind: str):
+    """Kernels rounded to the nearest point of the int8 grid (already there after AdaRound), as float."""
+    from edgeprep.ptq.grid import kinds_of, nearest
+
+    if kind == "separable":
+        return tuple(nearest(k, kd) for k, kd in zip(w, kinds_of(kind)))
+    return nearest(w, kind)
+
+
 def _constant(w):
     import tensorflow as tf
 
     return tuple(tf.constant(k) for k in w) if isinstance(w, tuple) else tf.constant(w)
 
 
-def _apply(layer, x, kernel, mid=None):
+def apply_linear(layer, x, kernel, mid=None):
     """The layer's linear operation with a given kernel (no bias, no activation). For a SeparableConv2D, ``mid``
     (when given) is applied to the depthwise output before the pointwise conv: the int8 tensor between the two
     ops of the converted model."""

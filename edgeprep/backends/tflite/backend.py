@@ -45,6 +45,7 @@ class TFLiteBackend(Backend):
     op_kinds = OP_KINDS
     measures_layer_error = True
     all_int8_qat = True
+    int16_activations = True     # the converter's 16x8 mode
 
     def recognizes(self, path: Path) -> bool:
         """A TFLite flatbuffer: the file identifier ``TFL3`` at bytes 4-8."""

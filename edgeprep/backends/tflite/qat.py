@@ -17,7 +17,16 @@ def to_tflite(qat, input_shape: tuple, io: str = "int8", quantize: bool = True,
 
     fn = qat.serving_function(input_shape, quantize, keep)
     conv = tf.lite.TFLiteConverter.from_concrete_functions([fn], qat.variables_module())
-    if quantize:
+    if quantize and getattr(qat, "activation_bits", 8) == 16:
+        # 16-bit activations: the converter's 16x8 mode calibrates them on ``qat.representative``; the kernels are
+        # already on the int8 grid, which its per-channel weight quantization reproduces. I/O stays float.
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = qat.representative
+        conv.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        if keep:
+            conv.target_spec.supported_ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
+    elif quantize:
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         dtype = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[io]
         conv.inference_input_type = dtype

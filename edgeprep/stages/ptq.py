@@ -1,0 +1,151 @@
+"""edgeprep's own PTQ as a stage: the quantization parameters computed once, then exported to every format.
+
+``owned_params`` runs ``edgeprep.ptq`` on the model to convert (CLE, statistics, ranges, AdaRound, bias correction:
+``[quantize.ptq]``). ``export_int8`` writes one format's int8 artifact from the result: TFLite and OpenVINO convert
+the fake-quant graph (fixed ranges, kernels already on the int8 grid), so both carry the same integers; Core ML
+(``Backend.qat_reconverts``) converts a copy of the model whose kernels and biases are those same values, and its
+8-bit per-channel weights reproduce the grid. The QAT route exports its fine-tuned graph with the same function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from edgeprep.artifact import Artifact
+from edgeprep.backends import get_backend
+from edgeprep.config.quantize import QuantizeConfig
+from edgeprep.data import Dataset
+from edgeprep.models import ModelHandle
+from edgeprep.outputs import atomic_path, publish
+
+
+@dataclasses.dataclass
+class Built:
+    """One int8 artifact per format, how to rebuild it with layers kept float, and its float twin."""
+
+    artifact: Artifact
+    float_path: object
+    requantize: object
+
+
+@dataclasses.dataclass
+class OwnedParams:
+    """The quantized graph (``QATModel`` with the chosen ranges and rounded kernels) and what made it."""
+
+    qat: object
+    account: dict
+    activations: str
+
+
+def settings_for(cfg: QuantizeConfig):
+    from edgeprep.ptq.adaround import AdaRoundConfig
+    from edgeprep.ptq.optimize import PTQSettings
+
+    p = cfg.ptq
+    return PTQSettings(ranges=p.ranges, percentile=cfg.percentile, cle=p.cle, adaround=p.adaround,
+                       bias_correction=p.bias_correction, calibration_samples=cfg.calibration_samples,
+                       samples=p.samples, activations=p.activations,
+                       adaround_config=AdaRoundConfig(iterations=p.adaround_iterations))
+
+
+def owned_params(model: ModelHandle, calibration: Dataset, cfg: QuantizeConfig, step=None) -> OwnedParams:
+    """Run the ``[quantize.ptq]`` algorithms on ``model``; ``step(msg)`` reports each as it starts."""
+    from edgeprep._util import quiet
+    from edgeprep.ptq.optimize import quantize_params
+
+    settings = settings_for(cfg)
+    with quiet():
+        qat, account = quantize_params(model.obj, calibration, settings, progress=step)
+    if settings.activations == "int16":
+        qat.activation_bits = 16
+        n = min(cfg.calibration_samples, calibration.count)
+
+        def representative():
+            for x, _ in calibration.batches(64, n):
+                for i in range(len(x)):
+                    yield [x[i:i + 1]]
+        qat.representative = representative
+    return OwnedParams(qat, account, settings.activations)
+
+
+def describe(owned: OwnedParams) -> str:
+    """What the owned parameters are, for the artifact's quantization record."""
+    s = owned.account["settings"]
+    algos = [f"{s['ranges']} ranges"] + [a for a, on in (("CLE", s["cle"]), ("AdaRound", bool(s["adaround"])),
+                                                          ("bias correction", s["bias_correction"])) if on]
+    return "edgeprep PTQ: " + ", ".join(algos)
+
+
+def snapped_model(owned: OwnedParams, model: ModelHandle) -> ModelHandle | None:
+    """A copy of the model whose convolutions hold the quantized kernels and corrected biases (for a backend that
+    converts a Keras model and quantizes its weights itself: Core ML; Dense layers keep their float weights, which
+    it quantizes per channel, finer than TFLite's per-tensor Dense grid), or None when the model cannot hold them (a
+    BatchNorm not folded into its conv, or a corrected bias on a layer without one)."""
+    import keras
+
+    qat = owned.qat
+    linear = [s for s in qat.steps if s.kind == "linear"]
+    if any(s.fold is not None for s in linear):
+        return None
+    if any(not s.layer.use_bias and s.name in qat.overrides and qat.overrides[s.name][1].any() for s in linear):
+        return None
+    from edgeprep.qat.model import kernel_kind
+
+    work = qat.model
+    copy = keras.models.clone_model(work)
+    copy.set_weights(work.get_weights())
+    layers = {layer.name: layer for layer in copy.layers}
+    for s in linear:
+        if kernel_kind(s.layer) == "dense":
+            continue   # Core ML quantizes Dense per channel, finer than the per-tensor grid TFLite needs: its own
+        w, b = qat.overrides.get(s.name) or qat.folded_numpy(s)
+        layer = layers[s.name]
+        if kernel_kind(layer) == "separable":
+            layer.depthwise_kernel.assign(w[0])
+            layer.pointwise_kernel.assign(w[1])
+        else:
+            layer.kernel.assign(w)
+        if layer.use_bias:
+            layer.bias.assign(b)
+    return dataclasses.replace(model, obj=copy)
+
+
+def export_int8(qat, fmt: str, options, path: Path, input_shape: tuple, workdir: Path, *, method: str,
+                description: dict, layer_error_samples: int, options_for) -> Built:
+    """Write ``fmt``'s int8 artifact of the fake-quant graph ``qat`` at ``path`` (its float twin too when
+    per-layer error is measured), with a rebuild that keeps named layers in float."""
+    from edgeprep.stages.convert import open_artifact
+
+    backend = get_backend(fmt)
+
+    def build(keep: frozenset) -> Artifact:
+        ours = backend.recognizes   # rebuilt with layers kept float: replaces the earlier one
+        with atomic_path(path, ours) as tmp:
+            backend.export_qat(qat, input_shape, tmp, workdir, options, keep=keep)
+            for made, final in zip(backend.companion_files(tmp), backend.companion_files(path)):
+                publish(made, final, lambda _p: True, "")     # before the main file: it marks completion
+        art = open_artifact(path, options_for)
+        quant = {**description, "io": "float32" if getattr(qat, "activation_bits", 8) == 16 else
+                 backend.int8_io(options), "method": method}
+        if keep:
+            quant["kept_float"] = sorted(keep)
+        return dataclasses.replace(art, precision="int8", quantization=quant)
+
+    art = build(frozenset())
+    float_path = None
+    if layer_error_samples:
+        float_path = backend.export_qat(qat, input_shape, workdir / f"{method}-float{backend.suffix}", workdir,
+                                        options, quantize=False)
+    names = {s.name for s in qat.steps}
+
+    def requantize(nodes):
+        return build(frozenset(layer_of(n, names) for n in nodes) - {None})
+    return Built(art, float_path, requantize)
+
+
+def layer_of(node: str, names: set[str]) -> str | None:
+    """The Keras layer a converted node belongs to (its name scope), longest match first."""
+    parts = [p for seg in node.split(";") for p in seg.split("/")]
+    hits = [p for p in parts if p in names]
+    return max(hits, key=len) if hits else None

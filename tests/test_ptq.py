@@ -1,0 +1,179 @@
+"""edgeprep's own PTQ (``edgeprep.ptq``): each algorithm against an independent computation, on a tiny real model and
+the committed Fashion-MNIST data, and the same integers in the TFLite and OpenVINO artifacts of one quantized graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import MANIFEST
+
+
+@pytest.fixture(scope="module")
+def data():
+    from edgeprep.data import load_data
+
+    return load_data(MANIFEST)
+
+
+def _tiny(seed: int = 0):
+    """Conv-ReLU -> Conv (uneven channel scales), SeparableConv, Dense: every kind of pair CLE handles."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    x = inp = keras.Input((28, 28, 1), name="image")
+    x = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="c1")(x)
+    x = layers.Conv2D(16, 3, padding="same", name="c2")(x)
+    x = layers.ReLU(name="r2")(x)
+    x = layers.SeparableConv2D(16, 3, strides=2, padding="same", activation="relu", name="sep")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dense(10, activation="softmax", name="head")(x)
+    model = keras.Model(inp, x)
+    rng = np.random.default_rng(seed)
+    c1 = model.get_layer("c1")
+    k, b = c1.get_weights()
+    spread = np.exp(rng.uniform(-2.5, 2.5, k.shape[-1])).astype(np.float32)   # channel ranges 150x apart
+    c1.set_weights([k * spread, b * spread])
+    return model
+
+
+def _x(data, n=64):
+    return data.calibration.arrays(n)[0]
+
+
+def test_cle_keeps_the_float_function_and_equalizes_channel_ranges(data):
+    from edgeprep.ptq import cle
+    from edgeprep.qat.model import QATModel
+
+    model = _tiny()
+    x = _x(data)
+    before = model.predict(x, verbose=0)
+    def ratio_spread():     # how far apart the per-channel ratios range(c1 out) / range(c2 in) are
+        r1 = np.abs(model.get_layer("c1").kernel.numpy()).reshape(-1, 8).max(axis=0)
+        r2 = np.abs(model.get_layer("c2").kernel.numpy()).transpose(2, 0, 1, 3).reshape(8, -1).max(axis=1)
+        return float((r1 / r2).max() / (r1 / r2).min())
+
+    assert ratio_spread() > 20          # the fixture is unequal, so the test can fail
+    probe = QATModel(model, ranges={}, state=None, _calibrating=True)
+    done = cle.equalize(probe.steps)
+    assert {d["pair"] for d in done} >= {"c1 -> c2", "sep (depthwise -> pointwise)"}
+    after = model.predict(x, verbose=0)
+    assert np.max(np.abs(after - before)) <= 1e-5 * max(1.0, np.max(np.abs(before)))
+    # equal after each sweep; c2's own equalization with the next layer moves it a little afterwards
+    assert ratio_spread() < 1.25
+
+
+def test_range_search_matches_tensorflow_and_is_never_worse_than_minmax(data):
+    import tensorflow as tf
+
+    from edgeprep.ptq import ranges
+    from edgeprep.ptq.stats import TensorStats
+
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.exponential(0.5, 20000), rng.exponential(8.0, 30)]).astype(np.float32)
+    ours = ranges.fake_quant(values, -0.3, 7.0)
+    theirs = tf.quantization.fake_quant_with_min_max_vars(values, -0.3, 7.0, num_bits=8).numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+    st = TensorStats()
+    st.add(values, 8192, rng)
+    assert st.lo == float(values.min()) and st.hi == float(values.max()) and st.sample.size == 8192
+    lo, hi = ranges.choose(st, "mse")
+    minmax = ranges.quant_mse(st.sample, *ranges.choose(st, "minmax"))
+    assert ranges.quant_mse(st.sample, lo, hi) <= minmax
+    assert hi < values.max()                  # the long tail was clipped: the search did something
+    assert ranges.quant_mse(st.sample, lo, hi) < 0.8 * minmax
+
+
+def test_adaround_weights_lie_on_the_grid_and_beat_nearest_rounding(data):
+    from edgeprep.ptq import adaround, grid
+
+    model = _tiny()
+    layer = model.get_layer("c2")
+    x = model.get_layer("c1")(_x(data, 128)).numpy()
+    w, b = (v.numpy() for v in (layer.kernel, layer.bias))
+    import tensorflow as tf
+
+    target = tf.nn.conv2d(x, w, 1, "SAME").numpy() + b
+    r = adaround.round_layer(layer, "conv", (w,), b, x, target, tf.nn.relu,
+                             adaround.AdaRoundConfig(iterations=200))
+    k = r.kernels[0]
+    s = grid.scales(w, "conv")
+    np.testing.assert_allclose(k / s, np.round(k / s), atol=1e-4)     # on the grid
+    np.testing.assert_allclose(np.abs(k).reshape(-1, k.shape[-1]).max(0), np.abs(w).reshape(-1, w.shape[-1]).max(0),
+                               rtol=1e-6)                            # the scales did not move
+    assert np.max(np.abs(k - w) / s) <= 1.0 + 1e-4                   # up or down, never further
+    assert r.flipped > 0 and r.mse < r.mse_nearest
+
+
+@pytest.fixture(scope="module")
+def quantized(data):
+    from edgeprep.ptq.adaround import AdaRoundConfig
+    from edgeprep.ptq.optimize import PTQSettings, quantize_params
+
+    settings = PTQSettings(calibration_samples=200, samples=64, adaround_config=AdaRoundConfig(iterations=30))
+    return quantize_params(_tiny(), data.calibration, settings)
+
+
+def test_bias_correction_removes_the_mean_error_it_measured(quantized):
+    _, account = quantized
+    corrected = account["bias_correction"]
+    assert set(corrected) == {"c1", "c2", "sep", "head"}
+    for name, e in corrected.items():
+        assert e["mean_error_after"] <= e["mean_error_before"] + 1e-7, name
+    assert corrected["c1"]["mean_error_after"] < 1e-5 < corrected["c1"]["mean_error_before"]
+
+
+def test_tflite_and_openvino_carry_the_same_integers(quantized, tmp_path):
+    import openvino as ov
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgeprep.backends.openvino.qat import to_openvino
+    from edgeprep.backends.tflite.qat import to_tflite
+    from edgeprep.ptq import grid
+
+    qat, _ = quantized
+    ours = {name: grid.integers(w, "conv") for name, (w, _b) in qat.overrides.items() if name == "c2"}
+    # TFLite: the int8 kernel of c2 (stored OHWI)
+    it = Interpreter(model_content=to_tflite(qat, (28, 28, 1)))
+    kernels = [d for d in it.get_tensor_details() if d["dtype"] == np.int8 and len(d["shape"]) == 4
+               and tuple(d["shape"]) == (16, 3, 3, 8)]
+    assert len(kernels) == 1
+    tfl = it.get_tensor(kernels[0]["index"]).transpose(1, 2, 3, 0)
+    np.testing.assert_array_equal(tfl, ours["c2"])
+    # OpenVINO: the converter folds each weight FakeQuantize into an int8 constant (then Convert and a scale)
+    to_openvino(qat, (28, 28, 1), tmp_path / "m.xml", tmp_path)
+    m = ov.Core().read_model(tmp_path / "m.xml")
+    found = [op.get_data() for op in m.get_ops() if op.get_type_name() == "Constant"
+             and op.get_element_type() == ov.Type.i8 and tuple(op.get_output_shape(0)) == (16, 8, 3, 3)]
+    assert len(found) == 1
+    np.testing.assert_array_equal(found[0], ours["c2"].transpose(3, 2, 0, 1))      # OIHW
+
+
+def test_run_with_edgeprep_ptq_beats_the_converters_on_the_example_model(tmp_path):
+    """``[quantize.ptq] engine = "edgeprep"`` through ``edgeprep run``: TFLite and OpenVINO int8 from one set of
+    parameters, each above the converters' own PTQ of the same model (measured here side by side), in the report."""
+    import dataclasses
+
+    from conftest import EXAMPLE_MODEL
+
+    from edgeprep.pipelines.run import run
+    from edgeprep.targets import load_target
+
+    base = load_target("openvino-cpu")
+    base = dataclasses.replace(base, formats=("tflite", "openvino"), precisions=("int8",), bench=None)
+    q = base.quantize
+    sqnr = {}
+    for engine in ("vendor", "edgeprep"):
+        ptq = dataclasses.replace(q.ptq, engine=engine, adaround_iterations=30, samples=64)
+        target = dataclasses.replace(base, quantize=dataclasses.replace(q, ptq=ptq, layer_error_samples=0))
+        result = run(EXAMPLE_MODEL, target, MANIFEST, tmp_path / engine)
+        for a in result.report["artifacts"]:
+            sqnr[engine, a["format"]] = a["metrics"]["sqnr_db"]
+            assert a["verification"]["status"] == "verified", a["verification"]
+            if engine == "edgeprep":
+                assert a["quantization"]["algorithms"].startswith("edgeprep PTQ: mse ranges, CLE, AdaRound")
+    ptq = result.report["ptq"]["int8"]
+    assert set(ptq["seconds"]) == {"cle", "statistics_and_ranges", "adaround", "bias_correction"}
+    for fmt in ("tflite", "openvino"):
+        assert sqnr["edgeprep", fmt] >= sqnr["vendor", fmt] + 1.0, sqnr
+    assert abs(sqnr["edgeprep", "tflite"] - sqnr["edgeprep", "openvino"]) < 1.5, sqnr   # the same integers
