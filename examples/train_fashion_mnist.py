@@ -66,6 +66,16 @@ def build_model(width: int = 1):
     return keras.Model(inputs, outputs, name="fashion_mnist_cnn")
 
 
+def augment(x, y):
+    """Training augmentation of one 28x28x1 image: a random horizontal flip and a shift of up to 2 pixels."""
+    import tensorflow as tf
+
+    x = tf.image.random_flip_left_right(x)
+    x = tf.image.pad_to_bounding_box(x, 2, 2, 32, 32)
+    x = tf.image.random_crop(x, (28, 28, 1))
+    return x, y
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=12)
@@ -89,12 +99,6 @@ def main(argv: list[str] | None = None) -> int:
     schedule = keras.optimizers.schedules.CosineDecay(2e-3, decay_steps=steps, alpha=0.02)
     model.compile(optimizer=keras.optimizers.Adam(schedule),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-
-    def augment(x, y):
-        x = tf.image.random_flip_left_right(x)
-        x = tf.image.pad_to_bounding_box(x, 2, 2, 32, 32)
-        x = tf.image.random_crop(x, (28, 28, 1))
-        return x, y
 
     train = (tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(10_000, seed=args.seed)
              .map(augment, num_parallel_calls=2).batch(args.batch_size).prefetch(2))

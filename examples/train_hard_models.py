@@ -46,6 +46,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "calibration_data"))
 from build_fashion_mnist import SOURCE, balanced_subset, load_split  # noqa: E402
+from train_fashion_mnist import augment  # noqa: E402  (the example model's augmentation, the same here)
 
 SIZE = (96, 96)
 SCALE = 1.0 / 255.0
@@ -134,12 +135,6 @@ def train_one(kind: str, out: Path, args, train: tuple[np.ndarray, np.ndarray], 
     schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=steps, alpha=0.02)
     model.compile(optimizer=keras.optimizers.Adam(schedule),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-
-    def augment(x, y):
-        x = tf.image.random_flip_left_right(x)
-        x = tf.image.pad_to_bounding_box(x, 2, 2, 32, 32)
-        x = tf.image.random_crop(x, (28, 28, 1))
-        return x, y
 
     options = tf.data.Options()
     options.threading.private_threadpool_size = 2

@@ -60,13 +60,16 @@ def round_layer(layer, kind: str, kernels: tuple, bias: np.ndarray, x: np.ndarra
     # a channel's largest weight must stay where it is (it sets the scale): no choice for it
     fixed = [np.abs(k / s) >= grid.QMAX - 0.5 for k, s in zip(kernels, scales)]
     near = [np.round(k / s) for k, s in zip(kernels, scales)]
-    init = [np.log(np.clip((r - GAMMA) / (ZETA - GAMMA), 1e-4, 1 - 1e-4)) -
-            np.log1p(-np.clip((r - GAMMA) / (ZETA - GAMMA), 1e-4, 1 - 1e-4)) for r in rest]
+    p = [np.clip((r - GAMMA) / (ZETA - GAMMA), 1e-4, 1 - 1e-4) for r in rest]
+    init = [np.log(q) - np.log1p(-q) for q in p]       # h(V) = rest: the training starts at the float weights
     vs = [tf.Variable(v.astype(np.float32)) for v in init]
     cs = dict(s=[tf.constant(s) for s in scales], f=[tf.constant(f.astype(np.float32)) for f in floors],
               fixed=[tf.constant(m) for m in fixed], near=[tf.constant(n.astype(np.float32)) for n in near])
     b = tf.constant(np.asarray(bias, np.float32))
     act = activation or (lambda t: t)
+
+    def pack(ks):      # what apply_linear takes: one kernel, or a SeparableConv2D's pair
+        return tuple(ks) if kind == "separable" else ks[0]
 
     def weights(hard: bool):
         out = []
@@ -74,7 +77,7 @@ def round_layer(layer, kind: str, kernels: tuple, bias: np.ndarray, x: np.ndarra
             h = tf.cast(v >= 0, tf.float32) if hard else _rect_sigmoid(v)
             q = tf.where(cs["fixed"][i], cs["near"][i], cs["f"][i] + h)
             out.append(cs["s"][i] * tf.clip_by_value(q, -grid.QMAX, grid.QMAX))
-        return tuple(out) if kind == "separable" else out[0]
+        return pack(out)
 
     def output(xb, w):
         return act(apply_linear(layer, xb, w, mid) + b)
@@ -108,11 +111,10 @@ def round_layer(layer, kind: str, kernels: tuple, bias: np.ndarray, x: np.ndarra
     train()
 
     hard = weights(True)
-    hard = hard if kind == "separable" else (hard,)
-    nearest = tuple(tf.constant((n * s).astype(np.float32)) for n, s in zip(near, scales))
-    mse_n = _mse(output, x, target, act, nearest if kind == "separable" else nearest[0])
-    mse_a = _mse(output, x, target, act, hard if kind == "separable" else hard[0])
-    rounded = tuple(np.asarray(h.numpy(), np.float32) for h in hard)
+    nearest = [tf.constant((n * s).astype(np.float32)) for n, s in zip(near, scales)]
+    mse_n = _mse(output, x, target, act, pack(nearest))
+    mse_a = _mse(output, x, target, act, hard)
+    rounded = tuple(np.asarray(h.numpy(), np.float32) for h in (hard if kind == "separable" else (hard,)))
     if mse_a > mse_n:        # never worse than nearest on the data it learned from
         rounded, mse_a = tuple(np.asarray(k.numpy(), np.float32) for k in nearest), mse_n
     flipped = float(np.mean(np.concatenate([(np.round(r / s) != n).reshape(-1)

@@ -15,12 +15,11 @@ import numpy as np
 def channel_means(qat, batches, quantize: bool, names: frozenset, until: str | None = None,
                   activations: bool = True) -> dict[str, np.ndarray]:
     """The mean over samples and positions of each named linear layer's pre-activation output, per channel
-    (``until``: the pass stops after that step)."""
+    (``until``: the pass stops after that step). ``qat.prepare_export()`` has run."""
     from edgeprep.qat.model import Mode
 
     sums: dict[str, np.ndarray] = {}
     count: dict[str, int] = {}
-    qat.prepare_export()
     for x in batches:
         qat(x, Mode(quantize=quantize, export=True, taps=names, until=until, activations=activations))
         for name in names:

@@ -33,6 +33,13 @@ def nearest(w: np.ndarray, kind: str) -> np.ndarray:
     return (integers(w, kind).astype(np.float32) * scales(w, kind)).astype(np.float32)
 
 
+def nearest_kernels(w, kind: str):
+    """A linear layer's kernel (a SeparableConv2D's pair) rounded to the nearest grid points, as float."""
+    if kind == "separable":
+        return tuple(nearest(k, kd) for k, kd in zip(w, kinds_of(kind)))
+    return nearest(w, kind)
+
+
 def kinds_of(kind: str) -> tuple[str, ...]:
     """The grid kind of each kernel of a linear layer (a SeparableConv2D has a depthwise and a 1x1 kernel)."""
     return ("depthwise", "conv") if kind == "separable" else (kind,)

@@ -67,7 +67,7 @@ def quantize_params(model, calibration, settings: PTQSettings, progress=None) ->
     """The quantized graph of ``model`` (a Keras model, BatchNorm folded or not) with the algorithms of
     ``settings`` applied, and what each did. ``progress(msg)`` is called as each algorithm starts."""
     from edgeprep.ptq import adaround, bias, cle, ranges, stats
-    from edgeprep.ptq.grid import nearest
+    from edgeprep.ptq.grid import nearest_kernels
     from edgeprep.qat.model import Mode, QATModel, kernel_kind, mid_point
 
     say = progress or (lambda _m: None)
@@ -93,6 +93,7 @@ def quantize_params(model, calibration, settings: PTQSettings, progress=None) ->
         "tensors": len(chosen)}
     account["seconds"]["statistics_and_ranges"] = round(time.perf_counter() - t, 2)
     qat = QATModel(work, chosen)
+    qat.prepare_export()      # the folded float kernels, once: the algorithms change only ``qat.overrides``
     act = settings.activations == "int8"
     sub = _batches(calibration, settings.samples, 32)
     linear = [s for s in qat.steps if s.kind == "linear"]
@@ -102,12 +103,11 @@ def quantize_params(model, calibration, settings: PTQSettings, progress=None) ->
         say(f"AdaRound, {len(linear)} layers x {settings.adaround_config.iterations} iterations")
         for s in linear:
             t_layer = time.perf_counter()
-            qat.prepare_export()
             taps = frozenset({s.name})
             target = _run(qat, sub, Mode(quantize=False, export=True, taps=taps, until=s.name), f"{s.name}/@out")
             x = _run(qat, sub, Mode(quantize=True, export=True, taps=taps, until=s.name, activations=act),
                      f"{s.name}/@in")
-            w, b = qat.folded_numpy(s)
+            w, b = qat.export_weights[s.name]
             kind = kernel_kind(s.layer)
             kernels = w if kind == "separable" else (w,)
             mid = None
@@ -130,16 +130,10 @@ def quantize_params(model, calibration, settings: PTQSettings, progress=None) ->
         say(f"bias correction on {settings.samples} samples")
         for s in linear:      # correct on the grid the export will use (AdaRound's or nearest)
             if s.name not in qat.overrides:
-                w, b = qat.folded_numpy(s)
-                kind = kernel_kind(s.layer)
-                if kind == "separable":
-                    w = (nearest(w[0], "depthwise"), nearest(w[1], "conv"))
-                else:
-                    w = nearest(w, kind)
-                qat.overrides[s.name] = (w, b)
+                w, b = qat.export_weights[s.name]
+                qat.overrides[s.name] = (nearest_kernels(w, kernel_kind(s.layer)), b)
         account["bias_correction"] = bias.correct(qat, sub, [s.name for s in linear], activations=act)
         account["seconds"]["bias_correction"] = round(time.perf_counter() - t, 2)
-    qat.prepare_export()
     return qat, account
 
 

@@ -141,7 +141,6 @@ class QATModel:
         """Fold every linear step's kernel in numpy, and read the variables of layers run as-is (eagerly), for
         ``Mode(export=True)`` traces."""
         self.export_weights = {s.name: self.folded_numpy(s) for s in self.steps if s.kind == "linear"}
-        self.export_overrides = dict(self.overrides)
         self.export_variables = {
             s.name: ([v.numpy() for v in s.layer.trainable_variables],
                      [v.numpy() for v in s.layer.non_trainable_variables])
@@ -304,10 +303,11 @@ class QATModel:
         if s.name in mode.taps:
             self.recorded[f"{s.name}/@in"] = x
         if mode.export:
-            w, b = self.export_overrides.get(s.name, self.export_weights[s.name]) if q else \
-                self.export_weights[s.name]
+            w, b = self.overrides.get(s.name, self.export_weights[s.name]) if q else self.export_weights[s.name]
             if q and mode.snap:
-                w = _constant(_snapped(w, kernel_kind(layer)))
+                from edgeprep.ptq.grid import nearest_kernels
+
+                w = _constant(nearest_kernels(w, kernel_kind(layer)))
             y = apply_linear(layer, x, self._weights(w, layer, constant=True) if q and not mode.snap else
                              _constant(w) if not q else w, mid)
             y = y + tf.constant(b)
@@ -441,15 +441,6 @@ def _kernel(layer):
     if kernel_kind(layer) == "separable":
         return tf.convert_to_tensor(layer.depthwise_kernel), tf.convert_to_tensor(layer.pointwise_kernel)
     return tf.convert_to_tensor(layer.kernel)
-
-
-def _snapped(w, kind: str):
-    """Kernels rounded to the nearest point of the int8 grid (already there after AdaRound), as float."""
-    from edgeprep.ptq.grid import kinds_of, nearest
-
-    if kind == "separable":
-        return tuple(nearest(k, kd) for k, kd in zip(w, kinds_of(kind)))
-    return nearest(w, kind)
 
 
 def _constant(w):
