@@ -11,4 +11,13 @@ stage or backend that needs them. The public entry points:
     from edgeprep.stages.verify import reference, verify
 """
 
+import os as _os
+
 __version__ = "0.1.0"
+
+# TensorFlow 2.21's oneDNN kernels corrupt the heap on AVX-512 CPUs when they compute the filter gradient of a 1x1
+# stride-2 "same" convolution -- the downsampling shortcut of every ResNet-style model -- so QAT on such a model died
+# with "malloc(): corrupted top size" or a segfault inside Keras fit. TensorFlow's own kernels are used instead unless
+# the environment already chose (TF_ENABLE_ONEDNN_OPTS=1 brings oneDNN back). It must be set before TensorFlow is
+# imported; edgeprep imports TensorFlow only after this module. OpenVINO's own oneDNN is not affected by it.
+_os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")

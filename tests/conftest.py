@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import edgeprep  # noqa: F401  (before any test imports TensorFlow: it sets TF_ENABLE_ONEDNN_OPTS, see there)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Commands record runs in a history file (default .edgeprep/ under the working directory, i.e. this checkout):
 # tests keep theirs in a temporary directory instead.

@@ -61,6 +61,37 @@ def _mini_xception():
     return keras.Model(inp, out, name="mini_xception")
 
 
+def test_importing_edgeprep_keeps_tensorflow_off_the_onednn_kernel_that_corrupts_the_heap():
+    """The filter gradient of a 1x1 stride-2 'same' convolution (this model's shortcut) under TensorFlow 2.21's oneDNN
+    kernels corrupts the heap on AVX-512 CPUs; a process that imported edgeprep first computes it, with the gradient
+    TensorFlow's reference convolution gives, and an explicit TF_ENABLE_ONEDNN_OPTS is left as the user set it."""
+    code = """
+import os, sys
+import edgeprep
+import numpy as np, tensorflow as tf
+print(os.environ["TF_ENABLE_ONEDNN_OPTS"])
+x = tf.constant(np.random.default_rng(0).random((32, 64, 64, 8), dtype=np.float32))
+w = tf.constant(np.random.default_rng(1).random((1, 1, 8, 16), dtype=np.float32))
+g = tf.ones((32, 32, 32, 16))
+for _ in range(5):
+    gw = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=w.shape, out_backprop=g, strides=[1, 2, 2, 1],
+                                         padding="SAME")
+# a 1x1 stride-2 SAME conv sees the even rows and columns: its filter gradient is their channel sum
+want = np.einsum("nhwc,nhwk->ck", x.numpy()[:, ::2, ::2, :], g.numpy())[None, None]
+print(float(np.max(np.abs(gw.numpy() - want)) / float(np.max(np.abs(want)))))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    flag, error = done.stdout.split()
+    assert flag == "0" and float(error) < 1e-5
+    env["TF_ENABLE_ONEDNN_OPTS"] = "1"
+    chosen = subprocess.run([sys.executable, "-c", "import os, edgeprep; print(os.environ['TF_ENABLE_ONEDNN_OPTS'])"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert chosen.stdout.strip() == "1"
+
+
 @pytest.fixture(scope="module")
 def xception(tmp_path_factory):
     """The model briefly trained and saved as legacy .h5, labelled and unlabelled data, a small int8 target."""
