@@ -149,6 +149,43 @@ def test_tflite_and_openvino_carry_the_same_integers(quantized, tmp_path):
     np.testing.assert_array_equal(found[0], ours["c2"].transpose(3, 2, 0, 1))      # OIHW
 
 
+def test_int16_activations_keep_the_int8_weights_in_both_formats(data, tmp_path):
+    """``activations = "int16"``: TFLite's 16x8 graph (int16 activations) and OpenVINO's weights-only IR (no
+    activation FakeQuantize) both store the parameter set's int8 kernel, OpenVINO as an int8 constant rather than
+    float weights four times the size."""
+    import openvino as ov
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgeprep.backends.openvino.qat import to_openvino
+    from edgeprep.backends.tflite.qat import to_tflite
+    from edgeprep.ptq import grid
+    from edgeprep.ptq.adaround import AdaRoundConfig
+    from edgeprep.ptq.optimize import PTQSettings, quantize_params
+
+    settings = PTQSettings(calibration_samples=200, samples=64, activations="int16",
+                           adaround_config=AdaRoundConfig(iterations=30))
+    qat, _ = quantize_params(_tiny(), data.calibration, settings)
+    qat.activation_bits = 16
+    x = _x(data, 32)
+    qat.representative = lambda: ([x[i:i + 1]] for i in range(len(x)))
+    ours = grid.integers(qat.overrides["c2"][0], "conv")
+    it = Interpreter(model_content=to_tflite(qat, (28, 28, 1)))
+    details = it.get_tensor_details()
+    assert any(d["dtype"] == np.int16 and len(d["shape"]) == 4 for d in details)      # activations int16
+    kernel = [d for d in details if d["dtype"] == np.int8 and tuple(d["shape"]) == (16, 3, 3, 8)]
+    np.testing.assert_array_equal(it.get_tensor(kernel[0]["index"]).transpose(1, 2, 3, 0), ours)
+    to_openvino(qat, (28, 28, 1), tmp_path / "w.xml", tmp_path)
+    m = ov.Core().read_model(tmp_path / "w.xml")
+    assert not [op for op in m.get_ops() if op.get_type_name() == "FakeQuantize"]
+    found = [op.get_data() for op in m.get_ops() if op.get_type_name() == "Constant"
+             and op.get_element_type() == ov.Type.i8 and tuple(op.get_output_shape(0)) == (16, 8, 3, 3)]
+    assert len(found) == 1
+    np.testing.assert_array_equal(found[0], ours.transpose(3, 2, 0, 1))
+    floats = [op for op in m.get_ops() if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.f32
+              and len(op.get_output_shape(0)) == 4 and int(np.prod(op.get_output_shape(0))) >= 16 * 8 * 9]
+    assert not floats, [tuple(op.get_output_shape(0)) for op in floats]
+
+
 def test_run_with_edgeprep_ptq_beats_the_converters_on_the_example_model(tmp_path):
     """``[quantize.ptq] engine = "edgeprep"`` through ``edgeprep run``: TFLite and OpenVINO int8 from one set of
     parameters, each above the converters' own PTQ of the same model (measured here side by side), in the report."""

@@ -147,9 +147,12 @@ class QATModel:
             for s in self.steps
             if s.kind not in ("input", "linear", "folded") and getattr(s.layer, "variables", None)}
 
-    def serving_function(self, input_shape: tuple, quantize: bool = True, keep: frozenset = frozenset()):
+    def serving_function(self, input_shape: tuple, quantize: bool = True, keep: frozenset = frozenset(),
+                         snap: bool | None = None):
         """A batch-1 concrete function of the inference graph (fake quant on unless ``quantize`` is False), for a
-        backend's ``export_qat``."""
+        backend's ``export_qat``. With 16-bit activations the kernels are exported as float constants already on
+        the int8 grid (``snap``, the default: a converter that quantizes weights itself, TFLite's 16x8 mode) or
+        with ``snap=False`` as FakeQuantize of constants (OpenVINO, which stores those as int8)."""
         import tensorflow as tf
 
         spec = tf.TensorSpec((1, *input_shape), tf.float32, name="input")
@@ -158,7 +161,8 @@ class QATModel:
         @tf.function(input_signature=[spec], autograph=False)
         def serve(x):
             act = self.activation_bits == 8
-            out, _, _ = self(x, Mode(quantize=quantize, keep=keep, export=True, activations=act, snap=not act))
+            out, _, _ = self(x, Mode(quantize=quantize, keep=keep, export=True, activations=act,
+                                     snap=not act if snap is None else snap))
             return out
 
         return serve.get_concrete_function()

@@ -20,7 +20,7 @@ def to_openvino(qat, input_shape: tuple, out: Path, workdir: Path, quantize: boo
     import tensorflow as tf
 
     mod = qat.variables_module()
-    fn = qat.serving_function(input_shape, quantize, keep)
+    fn = qat.serving_function(input_shape, quantize, keep, snap=False)   # weights as FakeQuantize: stored int8
     saved = Path(workdir) / f"qat-{'q' if quantize else 'f'}{len(keep)}.savedmodel"
     tf.saved_model.save(mod, str(saved), signatures={"serving_default": fn})
     try:
