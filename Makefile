@@ -11,12 +11,17 @@ DEMO_TARGETS := litert-cpu openvino-cpu apple-coreml
 # pytest workers: 2 on the 2-core CI machines; override with `make test JOBS=1`
 JOBS   ?= 2
 
-.PHONY: help venv demo test bench lint clean data model emulator
+PEERS  := .venv-peers
+PEERS_STAMP := $(PEERS)/.installed
+AIMET  := aimet-onnx==2.42.0
+
+.PHONY: help venv demo test bench peers lint clean data model emulator
 
 help:
 	@echo "make demo   - create .venv, install, run the pipeline on the example model for: $(DEMO_TARGETS)"
 	@echo "make test   - run the test suite against the real toolchains"
 	@echo "make bench  - benchmarks: print figures and ratios (not timed tests); ONLY=\"name ...\" for some"
+	@echo "make peers  - install the peer quantizers bench compares with (tf2onnx, litert-quantizer; AIMET-ONNX in $(PEERS))"
 	@echo "make lint   - ruff (pyflakes, pycodestyle, import order)"
 	@echo "make data   - rebuild calibration_data/ from Debian's dataset-fashion-mnist"
 	@echo "make model  - retrain examples/fashion_mnist_cnn.keras (about 15 minutes on 2 cores)"
@@ -41,8 +46,17 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(JOBS) tests
 
-bench: $(STAMP)
+bench: $(STAMP) $(PEERS_STAMP)
 	$(BIN)/python tests/benchmarks/run.py $(ONLY)
+
+peers: $(PEERS_STAMP)
+
+$(PEERS_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[test,peers]'
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS)/bin/python -m pip install --quiet '$(AIMET)'
+	@touch $@
 
 lint: $(STAMP)
 	$(BIN)/ruff check --select F,E,W,I --line-length 120 edgeprep device_bench tests examples calibration_data
