@@ -250,6 +250,27 @@ def test_run_quantize_and_convert_give_the_same_int8(models, tmp_path, cli):
     assert calibrated == (tmp_path / "cc.int8.tflite").read_bytes() and calibrated != blobs[0]
 
 
+def test_edgeprep_ptq_gives_the_same_int8_from_run_quantize_and_convert(models, tmp_path, cli):
+    """``[quantize.ptq] engine = "edgeprep"``: convert computes the same parameters as run and quantize and writes the
+    same bytes, and says which PTQ made them."""
+    t = target(tmp_path, "own", extra='[quantize.ptq]\nengine = "edgeprep"\nadaround_iterations = 20\nsamples = 32\n')
+    assert cli("run", models["good"], "--target", t, "--data", MANIFEST, "--out", tmp_path / "r").returncode == 0
+    assert cli("quantize", models["good"], "--target", t, "--data", MANIFEST, "--out", tmp_path / "q").returncode == 0
+    done = cli("convert", models["good"], "--to", "tflite", "--precision", "int8", "--target", t, "--data",
+               MANIFEST, "--out", tmp_path / "c.int8.tflite")
+    assert done.returncode == 0 and "edgeprep PTQ" in done.stdout + done.stderr
+    blobs = [(tmp_path / d / "small.int8.tflite").read_bytes() for d in ("r", "q")]
+    assert blobs[0] == blobs[1] == (tmp_path / "c.int8.tflite").read_bytes()
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    int8 = next(a for a in report["artifacts"] if a["precision"] == "int8")
+    assert int8["quantization"]["algorithms"].startswith("edgeprep PTQ")
+    # and they differ from the converter's own PTQ of the same model
+    vendor = target(tmp_path, "vendor")
+    cli("convert", models["good"], "--to", "tflite", "--precision", "int8", "--target", vendor, "--data", MANIFEST,
+        "--out", tmp_path / "v.int8.tflite")
+    assert (tmp_path / "v.int8.tflite").read_bytes() != blobs[0]
+
+
 # --- keep-float toward every gate ------------------------------------------------------------------------------
 
 def test_failing_gates_and_summary_are_pure():

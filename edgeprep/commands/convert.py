@@ -22,7 +22,8 @@ from edgeprep.errors import InputError
 @click.option("--to", "fmt", required=True, type=click.Choice(["tflite", "openvino", "coreml"]),
               help="Deployment format.")
 @click.option("--precision", required=True, type=click.Choice(["fp32", "fp16", "int8"]),
-              help="fp32; fp16 weights; int8 (TFLite: full integer; OpenVINO: NNCF PTQ; Core ML: 8-bit weights).")
+              help="fp32; fp16 weights; int8 (TFLite: full integer; OpenVINO: NNCF PTQ; Core ML: 8-bit weights; "
+                   "edgeprep's own PTQ instead when the target sets [quantize.ptq] engine = \"edgeprep\").")
 @click.option("-d", "--data", type=click.Path(path_type=Path), metavar="PATH",
               help="Calibration data for int8 (manifest, .npz, .npy or image folder).")
 @click.option("-t", "--target", "target_name", metavar="NAME_OR_PATH",
@@ -107,8 +108,43 @@ def convert(ctx: click.Context, model: Path, fmt: str, precision: str, data: Pat
     fold = prepared.sections["fold"]
     if fold.get("status") == "folded":
         reporter.info(f"folded {len(fold['folded'])} of {fold['bn_layers']} BatchNorm layers (verified equivalent)")
-    with reporter.step(f"Converting to {fmt} {precision}"):
-        art = convert_stage(prepared.to_convert, out=out, calibration=calibration, **opts)
+    art = None
+    if precision == "int8" and target is not None and target.quantize.ptq.engine == "edgeprep" \
+            and prepared.to_convert.is_keras:
+        art = _owned(prepared.to_convert, fmt, dataclasses.replace(target, quantize=opts["quantize"]), calibration,
+                     Path(out), reporter)
+    if art is None:
+        with reporter.step(f"Converting to {fmt} {precision}"):
+            art = convert_stage(prepared.to_convert, out=out, calibration=calibration, **opts)
     click.echo(f"{art.path}  {art.size_bytes:,} bytes  sha256 {art.sha256[:16]}…  "
-               f"weights {art.quantization.get('weights')}, activations {art.quantization.get('activations')}")
+               f"weights {art.quantization.get('weights')}, activations {art.quantization.get('activations')}"
+               + (f"; {art.quantization['algorithms']}" if art.quantization.get("algorithms") else ""))
     return EXIT_OK
+
+
+def _owned(model, fmt: str, target, calibration, out: Path, reporter):
+    """int8 from edgeprep's own PTQ parameters (``[quantize.ptq] engine = "edgeprep"``), exactly as ``run`` makes
+    it; None when they cannot be computed for this model (a warning, then the converter's own PTQ)."""
+    import dataclasses
+    import tempfile
+
+    from edgeprep._util import first_line
+    from edgeprep.errors import EdgeprepError
+    from edgeprep.stages import ptq
+
+    cfg = target.quantize
+    activations = ptq.activations_for(cfg, fmt)
+    cfg = dataclasses.replace(cfg, ptq=dataclasses.replace(cfg.ptq, activations=activations))
+    what = "int8 activations" if activations == "int8" else "weights only / 16-bit activations"
+    with reporter.step(f"edgeprep PTQ ({what})"):
+        try:
+            owned = ptq.owned_params(model, calibration, cfg, step=lambda m: reporter.info(f"  {m}"))
+        except EdgeprepError:
+            raise
+        except Exception as exc:     # a graph the fake-quant plan cannot run: the converter's own PTQ instead
+            reporter.warn(f"edgeprep PTQ could not run on this model ({first_line(exc)}): the converter's own PTQ "
+                          "is used (set [quantize.ptq] engine = \"vendor\" to silence this)")
+            return None
+    with reporter.step(f"Converting to {fmt} int8 (edgeprep PTQ)"), tempfile.TemporaryDirectory() as work:
+        art, _, _ = ptq.export_owned(owned, model, fmt, out, Path(work), target, calibration)
+    return art

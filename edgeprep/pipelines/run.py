@@ -188,43 +188,19 @@ class _OwnedCache:
 
 def export_owned(ctx: RunContext, cache: _OwnedCache, model: ModelHandle, fmt: str, path: Path,
                  artifacts: list[Artifact]) -> Artifact:
-    """One int8 artifact from the owned parameters: the fake-quant graph exported (TFLite, OpenVINO), or the model
-    with the quantized kernels converted by a backend that quantizes weights itself (Core ML)."""
-    import dataclasses
-
+    """One int8 artifact from the owned parameters (``stages.ptq.export_owned``), or the converter's own PTQ when
+    they could not be computed for this model."""
     from edgeprep.pipelines.refine import ptq_built
-    from edgeprep.stages.ptq import describe, export_int8, snapped_model
+    from edgeprep.stages import ptq
 
-    backend = get_backend(fmt)
-    activations = ctx.target.quantize.ptq.activations
-    owned = cache.get("int16" if backend.qat_reconverts else activations)
+    owned = cache.get(ptq.activations_for(ctx.target.quantize, fmt))
     if owned is None:
         return convert(model, out=path, workdir=ctx.workdir, calibration=ctx.data.calibration,
                        **target_options(ctx.target, fmt, "int8"))
-    algorithms = describe(owned)
-    if backend.qat_reconverts:
-        snapped = snapped_model(owned, model)
-        source = snapped or model
-        art = convert(source, out=path, workdir=ctx.workdir, calibration=ctx.data.calibration,
-                      **target_options(ctx.target, fmt, "int8"))
-        if snapped is not None:
-            art = dataclasses.replace(art, quantization={**art.quantization, "algorithms": algorithms})
-        else:
-            art = dataclasses.replace(art, notes=art.notes + (
-                "edgeprep PTQ's kernels could not be written into this model (BatchNorm not folded, or a corrected "
-                "bias on a layer without one): the converter quantized the original weights",))
-        ctx.built[art.path] = ptq_built(ctx, source, art, artifacts)
-        return art
-    acts = "int16 (16x8)" if activations == "int16" and backend.int16_activations else \
-        "float (this backend has no int16 path: weights-only int8)" if activations == "int16" else \
-        f"int8 ({owned.account['settings']['ranges']} ranges)"
-    description = {"weights": "int8 per-channel (Dense per-tensor)", "activations": acts, "algorithms": algorithms}
-    built = export_int8(owned.qat, fmt, ctx.target.options_for(fmt), path, model.input_shape, ctx.workdir,
-                        method="ptq", description=description,
-                        layer_error_samples=ctx.target.quantize.layer_error_samples,
-                        options_for=ctx.target.options_for)
-    ctx.built[built.artifact.path] = built
-    return built.artifact
+    art, built, source = ptq.export_owned(owned, model, fmt, path, ctx.workdir, ctx.target, ctx.data.calibration,
+                                          ctx.target.quantize.layer_error_samples)
+    ctx.built[art.path] = built if built is not None else ptq_built(ctx, source, art, artifacts)
+    return art
 
 
 def verify_all(ctx: RunContext, model: ModelHandle, artifacts: list[Artifact],

@@ -111,6 +111,45 @@ def snapped_model(owned: OwnedParams, model: ModelHandle) -> ModelHandle | None:
     return dataclasses.replace(model, obj=copy)
 
 
+def activations_for(cfg: QuantizeConfig, fmt: str) -> str:
+    """Which parameter set a format's int8 uses: Core ML (its weights quantized by its own converter, fp16
+    activations) the weights-only one, the others ``[quantize.ptq] activations``."""
+    return "int16" if get_backend(fmt).qat_reconverts else cfg.ptq.activations
+
+
+def export_owned(owned: OwnedParams, model: ModelHandle, fmt: str, path: Path, workdir: Path, target,
+                 calibration: Dataset, layer_error_samples: int = 0) -> tuple[Artifact, Built | None, ModelHandle]:
+    """One int8 artifact from the owned parameters, as ``run``, ``quantize`` and ``convert`` all make it: the
+    fake-quant graph exported (TFLite, OpenVINO; with its ``Built``), or the model with the quantized kernels
+    converted by a backend that quantizes weights itself (Core ML; ``Built`` None). Also returns the model the
+    artifact was converted from."""
+    from edgeprep.stages.convert import convert, target_options
+
+    backend = get_backend(fmt)
+    activations = target.quantize.ptq.activations
+    algorithms = describe(owned)
+    if backend.qat_reconverts:
+        snapped = snapped_model(owned, model)
+        source = snapped or model
+        art = convert(source, out=path, workdir=workdir, calibration=calibration,
+                      **target_options(target, fmt, "int8"))
+        if snapped is not None:
+            art = dataclasses.replace(art, quantization={**art.quantization, "algorithms": algorithms})
+        else:
+            art = dataclasses.replace(art, notes=art.notes + (
+                "edgeprep PTQ's kernels could not be written into this model (BatchNorm not folded, or a corrected "
+                "bias on a layer without one): the converter quantized the original weights",))
+        return art, None, source
+    acts = "int16 (16x8)" if activations == "int16" and backend.int16_activations else \
+        "float (this backend has no int16 path: weights-only int8)" if activations == "int16" else \
+        f"int8 ({owned.account['settings']['ranges']} ranges)"
+    description = {"weights": "int8 per-channel (Dense per-tensor)", "activations": acts, "algorithms": algorithms}
+    built = export_int8(owned.qat, fmt, target.options_for(fmt), path, model.input_shape, workdir, method="ptq",
+                        description=description, layer_error_samples=layer_error_samples,
+                        options_for=target.options_for)
+    return built.artifact, built, model
+
+
 def export_int8(qat, fmt: str, options, path: Path, input_shape: tuple, workdir: Path, *, method: str,
                 description: dict, layer_error_samples: int, options_for) -> Built:
     """Write ``fmt``'s int8 artifact of the fake-quant graph ``qat`` at ``path`` (its float twin too when
