@@ -43,8 +43,10 @@ demo: $(STAMP)
 	done
 	@echo "reports: $(foreach t,$(DEMO_TARGETS),runs/demo/$(t)/report.json)"
 
+# --max-worker-restart=0: a worker that crashes ends the run at once. pytest-xdist 3.8 with --dist loadgroup deadlocks
+# at the end of a run after replacing a crashed worker (pytest-xdist issue 1378): CI then timed out instead of failing.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(JOBS) tests
+	$(BIN)/python -m pytest -n $(JOBS) --max-worker-restart=0 tests
 
 bench: $(STAMP) $(PEERS_STAMP)
 	$(BIN)/python tests/benchmarks/run.py $(ONLY)
