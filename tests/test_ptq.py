@@ -186,6 +186,40 @@ def test_int16_activations_keep_the_int8_weights_in_both_formats(data, tmp_path)
     assert not floats, [tuple(op.get_output_shape(0)) for op in floats]
 
 
+def test_int16_activations_keep_an_op_without_a_16x8_kernel_in_float(data):
+    """TFLite's 16x8 mode has no HARD_SWISH kernel (every MobileNetV3 has one): that op stays float and the rest of
+    the graph int16, instead of the converter refusing the model; with float_fallback off it is refused."""
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+    from keras import layers
+
+    from edgeprep.backends.tflite.qat import to_tflite
+    from edgeprep.errors import ConversionError
+    from edgeprep.ptq.adaround import AdaRoundConfig
+    from edgeprep.ptq.optimize import PTQSettings, quantize_params
+
+    keras.utils.set_random_seed(0)
+    x = inp = keras.Input((28, 28, 1), name="image")
+    x = layers.Conv2D(8, 3, strides=2, padding="same", activation="hard_swish", name="c1")(x)
+    x = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="c2")(x)
+    x = layers.Dense(10, activation="softmax", name="head")(layers.GlobalAveragePooling2D(name="gap")(x))
+    settings = PTQSettings(calibration_samples=64, samples=32, activations="int16",
+                           adaround_config=AdaRoundConfig(iterations=10))
+    qat, _ = quantize_params(keras.Model(inp, x), data.calibration, settings)
+    qat.activation_bits = 16
+    xs = _x(data, 16)
+    qat.representative = lambda: ([xs[i:i + 1]] for i in range(len(xs)))
+    it = Interpreter(model_content=to_tflite(qat, (28, 28, 1)))
+    ops = {op["op_name"]: op for op in it._get_ops_details()}
+    assert "HARD_SWISH" in ops
+    dtypes = {d["index"]: d["dtype"] for d in it.get_tensor_details()}
+    assert dtypes[ops["HARD_SWISH"]["outputs"][0]] == np.float32
+    assert dtypes[ops["CONV_2D"]["outputs"][0]] in (np.int16, np.float32)
+    assert any(dtypes[op["outputs"][0]] == np.int16 for op in it._get_ops_details())
+    with pytest.raises(ConversionError, match="HARD_SWISH"):
+        to_tflite(qat, (28, 28, 1), float_fallback=False)
+
+
 def test_run_with_edgeprep_ptq_beats_the_converters_on_the_example_model(tmp_path):
     """``[quantize.ptq] engine = "edgeprep"`` through ``edgeprep run``: TFLite and OpenVINO int8 from one set of
     parameters, each above the converters' own PTQ of the same model (measured here side by side), in the report."""

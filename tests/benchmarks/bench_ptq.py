@@ -66,7 +66,13 @@ def edgeprep_rows(ctx: ptq_peers.Context, model: Path, manifest: Path, workdir: 
     float_top1 = ptq_peers._top1(ref, ctx.eval_y)
     for activations in ("int8", "int16"):
         start = time.perf_counter()
-        result = quantize(model, _target(activations), manifest, workdir / f"edgeprep-{activations}", method="ptq")
+        try:
+            result = quantize(model, _target(activations), manifest, workdir / f"edgeprep-{activations}",
+                              method="ptq")
+        except Exception as exc:     # a row that says why, as the peers' rows do, never a lost table
+            for fmt in ("tflite", "openvino"):
+                rows.append(ptq_peers.skipped("edgeprep", activations, fmt, ptq_peers._first_line(exc)))
+            continue
         wall = time.perf_counter() - start
         report = result.report
         account = report.get("ptq", {}).get(activations)

@@ -137,7 +137,8 @@ class TFLiteBackend(Backend):
         ``quantize``)."""
         from edgeprep.backends.tflite.qat import to_tflite
 
-        Path(out).write_bytes(to_tflite(qat, input_shape, options.int8_io, quantize=quantize, keep=keep))
+        Path(out).write_bytes(to_tflite(qat, input_shape, options.int8_io, quantize=quantize, keep=keep,
+                                        float_fallback=options.float_fallback))
         return Path(out)
 
 

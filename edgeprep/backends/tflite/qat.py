@@ -12,7 +12,7 @@ from edgeprep.errors import ConversionError
 
 
 def to_tflite(qat, input_shape: tuple, io: str = "int8", quantize: bool = True,
-              keep: frozenset = frozenset()) -> bytes:
+              keep: frozenset = frozenset(), float_fallback: bool = True) -> bytes:
     import tensorflow as tf
 
     fn = qat.serving_function(input_shape, quantize, keep)
@@ -24,7 +24,9 @@ def to_tflite(qat, input_shape: tuple, io: str = "int8", quantize: bool = True,
         conv.representative_dataset = qat.representative
         conv.target_spec.supported_ops = [
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-        if keep:
+        # ops with no 16x8 kernel (HARD_SWISH: every MobileNetV3) stay float, as [tflite] float_fallback lets int8
+        # ops do; without it the converter refuses the whole model
+        if keep or float_fallback:
             conv.target_spec.supported_ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
     elif quantize:
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
