@@ -110,7 +110,7 @@ def convert(ctx: click.Context, model: Path, fmt: str, precision: str, data: Pat
         reporter.info(f"folded {len(fold['folded'])} of {fold['bn_layers']} BatchNorm layers (verified equivalent)")
     art = None
     if precision == "int8" and target is not None and target.quantize.ptq.engine == "edgeprep" \
-            and prepared.to_convert.is_keras:
+            and calibration is not None and prepared.to_convert.is_keras:
         art = _owned(prepared.to_convert, fmt, dataclasses.replace(target, quantize=opts["quantize"]), calibration,
                      Path(out), reporter)
     if art is None:
@@ -125,26 +125,18 @@ def convert(ctx: click.Context, model: Path, fmt: str, precision: str, data: Pat
 def _owned(model, fmt: str, target, calibration, out: Path, reporter):
     """int8 from edgeprep's own PTQ parameters (``[quantize.ptq] engine = "edgeprep"``), exactly as ``run`` makes
     it; None when they cannot be computed for this model (a warning, then the converter's own PTQ)."""
-    import dataclasses
     import tempfile
 
-    from edgeprep._util import first_line
-    from edgeprep.errors import EdgeprepError
     from edgeprep.stages import ptq
 
-    cfg = target.quantize
-    activations = ptq.activations_for(cfg, fmt)
-    cfg = dataclasses.replace(cfg, ptq=dataclasses.replace(cfg.ptq, activations=activations))
+    activations = ptq.activations_for(target.quantize, fmt)
     what = "int8 activations" if activations == "int8" else "weights only / 16-bit activations"
     with reporter.step(f"edgeprep PTQ ({what})"):
-        try:
-            owned = ptq.owned_params(model, calibration, cfg, step=lambda m: reporter.info(f"  {m}"))
-        except EdgeprepError:
-            raise
-        except Exception as exc:     # a graph the fake-quant plan cannot run: the converter's own PTQ instead
-            reporter.warn(f"edgeprep PTQ could not run on this model ({first_line(exc)}): the converter's own PTQ "
-                          "is used (set [quantize.ptq] engine = \"vendor\" to silence this)")
-            return None
+        owned, warning = ptq.owned_or_warning(model, calibration, target.quantize, activations,
+                                              step=lambda m: reporter.info(f"  {m}"))
+    if warning:
+        reporter.warn(warning)
+        return None
     with reporter.step(f"Converting to {fmt} int8 (edgeprep PTQ)"), tempfile.TemporaryDirectory() as work:
         art, _, _ = ptq.export_owned(owned, model, fmt, out, Path(work), target, calibration)
     return art

@@ -157,29 +157,18 @@ class _OwnedCache:
         self.ctx, self.model, self.made = ctx, model, {}
 
     def get(self, activations: str):
-        import dataclasses
-
-        from edgeprep._util import first_line
-        from edgeprep.errors import EdgeprepError
-        from edgeprep.stages.ptq import owned_params
+        from edgeprep.stages.ptq import owned_or_warning
 
         if activations in self.made:
             return self.made[activations]
         ctx = self.ctx
-        cfg = ctx.target.quantize
-        cfg = dataclasses.replace(cfg, ptq=dataclasses.replace(cfg.ptq, activations=activations))
         what = "int8 activations" if activations == "int8" else "weights only / 16-bit activations"
         with ctx.timed(f"ptq ({what})"), ctx.reporter.step(f"edgeprep PTQ ({what})"):
-            try:
-                owned = owned_params(self.model, ctx.data.calibration, cfg, step=lambda m: ctx.reporter.info(f"  {m}"))
-            except EdgeprepError:
-                raise
-            except Exception as exc:     # a graph the fake-quant plan cannot run: the converters' own PTQ instead
-                warning = f"edgeprep PTQ could not run on this model ({first_line(exc)}): int8 uses each " \
-                          "converter's own PTQ (set [quantize.ptq] engine = \"vendor\" to silence this)"
-                ctx.reporter.warn(warning)
-                ctx.sections.setdefault("ptq", {})["fallback"] = warning
-                owned = None
+            owned, warning = owned_or_warning(self.model, ctx.data.calibration, ctx.target.quantize, activations,
+                                              step=lambda m: ctx.reporter.info(f"  {m}"))
+        if warning:
+            ctx.reporter.warn(warning)
+            ctx.sections.setdefault("ptq", {})["fallback"] = warning
         if owned is not None:
             ctx.sections.setdefault("ptq", {})[activations] = owned.account
         self.made[activations] = owned

@@ -69,6 +69,23 @@ def owned_params(model: ModelHandle, calibration: Dataset, cfg: QuantizeConfig, 
     return OwnedParams(qat, account, settings.activations)
 
 
+def owned_or_warning(model: ModelHandle, calibration: Dataset, cfg: QuantizeConfig, activations: str,
+                     step=None) -> tuple[OwnedParams | None, str | None]:
+    """``owned_params`` for one activation precision, or (None, a warning) when the fake-quant plan cannot run on
+    this model: the converters' own PTQ is then used, by ``run``, ``quantize`` and ``convert`` alike."""
+    from edgeprep._util import first_line
+    from edgeprep.errors import EdgeprepError
+
+    cfg = dataclasses.replace(cfg, ptq=dataclasses.replace(cfg.ptq, activations=activations))
+    try:
+        return owned_params(model, calibration, cfg, step=step), None
+    except EdgeprepError:
+        raise
+    except Exception as exc:     # a graph the fake-quant plan cannot run
+        return None, (f"edgeprep PTQ could not run on this model ({first_line(exc)}): int8 uses each converter's own "
+                      "PTQ (set [quantize.ptq] engine = \"vendor\" to silence this)")
+
+
 def describe(owned: OwnedParams) -> str:
     """What the owned parameters are, for the artifact's quantization record."""
     s = owned.account["settings"]
