@@ -25,8 +25,9 @@ on the whole evaluation set against the float Keras model's outputs:
 Peers (``PEERS``): TFLiteConverter (int8, 16x8), litert-quantizer (static_wi8_ai8, static_wi8_ai16), NNCF (default,
 accurate bias correction), ONNX Runtime ``quantize_static`` (QDQ, per-channel, Percentile and MinMax), AIMET-ONNX
 (CLE + AdaRound, W8A8 and W8A16; it runs in ``.venv-peers`` through ``peer_aimet.py``). ``edgeprep`` rows are
-edgeprep's own int8 conversion (the convert stage with the litert-cpu / openvino-cpu target options, no keep-float
-search) and ``float`` rows the fp32 artifacts, for latency and size. A peer that cannot install or run gives a row
+edgeprep's convert stage with the litert-cpu / openvino-cpu target options and the default ``[quantize.ptq] engine
+= "vendor"`` (the converters' PTQ as edgeprep drives them; ``bench_ptq.py`` adds edgeprep's own PTQ) and ``float``
+rows the fp32 artifacts, for latency and size. A peer that cannot install or run gives a row
 printed as ``skipped: <reason>``, never nothing.
 """
 
@@ -282,7 +283,7 @@ def peer_float(ctx: Context) -> list[Task]:
 
 
 def peer_edgeprep(ctx: Context) -> list[Task]:
-    """edgeprep's own int8: the convert stage with each target's options, calibrated on the same samples."""
+    """edgeprep's convert stage with each target's options and the vendor engine, calibrated on the same samples."""
     from edgeprep.data import Dataset
     from edgeprep.stages.convert import convert, target_options
     from edgeprep.targets import load_target
@@ -305,8 +306,8 @@ def peer_edgeprep(ctx: Context) -> list[Task]:
             return art.path, time.perf_counter() - start, note + "; convert stage (no keep-float search)"
         return build
 
-    return [Task("int8 PTQ (litert-cpu)", "tflite", make("litert-cpu", "tflite", "edgeprep.int8.tflite")),
-            Task("int8 PTQ (openvino-cpu)", "openvino", make("openvino-cpu", "openvino", "edgeprep.int8.xml"))]
+    return [Task("vendor engine (litert-cpu)", "tflite", make("litert-cpu", "tflite", "edgeprep.int8.tflite")),
+            Task("vendor engine (openvino-cpu)", "openvino", make("openvino-cpu", "openvino", "edgeprep.int8.xml"))]
 
 
 def peer_tfliteconverter(ctx: Context) -> list[Task]:
