@@ -130,8 +130,7 @@ def _owned(model, fmt: str, target, calibration, out: Path, reporter):
     from edgeprep.stages import ptq
 
     activations = ptq.activations_for(target.quantize, fmt)
-    what = "int8 activations" if activations == "int8" else "weights only / 16-bit activations"
-    with reporter.step(f"edgeprep PTQ ({what})"):
+    with reporter.step(f"edgeprep PTQ ({ptq.label(activations)})"):
         owned, warning = ptq.owned_or_warning(model, calibration, target.quantize, activations,
                                               step=lambda m: reporter.info(f"  {m}"))
     if warning:

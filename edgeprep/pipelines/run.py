@@ -157,12 +157,12 @@ class _OwnedCache:
         self.ctx, self.model, self.made = ctx, model, {}
 
     def get(self, activations: str):
-        from edgeprep.stages.ptq import owned_or_warning
+        from edgeprep.stages.ptq import label, owned_or_warning
 
         if activations in self.made:
             return self.made[activations]
         ctx = self.ctx
-        what = "int8 activations" if activations == "int8" else "weights only / 16-bit activations"
+        what = label(activations)
         with ctx.timed(f"ptq ({what})"), ctx.reporter.step(f"edgeprep PTQ ({what})"):
             owned, warning = owned_or_warning(self.model, ctx.data.calibration, ctx.target.quantize, activations,
                                               step=lambda m: ctx.reporter.info(f"  {m}"))

@@ -69,6 +69,11 @@ def owned_params(model: ModelHandle, calibration: Dataset, cfg: QuantizeConfig, 
     return OwnedParams(qat, account, settings.activations)
 
 
+def label(activations: str) -> str:
+    """How a parameter set is named on the console ("int8" or the weights-only / 16-bit one)."""
+    return "int8 activations" if activations == "int8" else "weights only / 16-bit activations"
+
+
 def owned_or_warning(model: ModelHandle, calibration: Dataset, cfg: QuantizeConfig, activations: str,
                      step=None) -> tuple[OwnedParams | None, str | None]:
     """``owned_params`` for one activation precision, or (None, a warning) when the fake-quant plan cannot run on
