@@ -149,6 +149,12 @@ def test_tflite_and_openvino_carry_the_same_integers(quantized, tmp_path):
     np.testing.assert_array_equal(found[0], ours["c2"].transpose(3, 2, 0, 1))      # OIHW
 
 
+def _for_16x8(qat, x):
+    """What ``stages.ptq.owned_params`` sets on an int16 parameter set: 16-bit export, samples to calibrate on."""
+    qat.activation_bits = 16
+    qat.representative = lambda: ([x[i:i + 1]] for i in range(len(x)))
+
+
 def test_int16_activations_keep_the_int8_weights_in_both_formats(data, tmp_path):
     """``activations = "int16"``: TFLite's 16x8 graph (int16 activations) and OpenVINO's weights-only IR (no
     activation FakeQuantize) both store the parameter set's int8 kernel, OpenVINO as an int8 constant rather than
@@ -165,9 +171,7 @@ def test_int16_activations_keep_the_int8_weights_in_both_formats(data, tmp_path)
     settings = PTQSettings(calibration_samples=200, samples=64, activations="int16",
                            adaround_config=AdaRoundConfig(iterations=30))
     qat, _ = quantize_params(_tiny(), data.calibration, settings)
-    qat.activation_bits = 16
-    x = _x(data, 32)
-    qat.representative = lambda: ([x[i:i + 1]] for i in range(len(x)))
+    _for_16x8(qat, _x(data, 32))
     ours = grid.integers(qat.overrides["c2"][0], "conv")
     it = Interpreter(model_content=to_tflite(qat, (28, 28, 1)))
     details = it.get_tensor_details()
@@ -206,9 +210,7 @@ def test_int16_activations_keep_an_op_without_a_16x8_kernel_in_float(data):
     settings = PTQSettings(calibration_samples=64, samples=32, activations="int16",
                            adaround_config=AdaRoundConfig(iterations=10))
     qat, _ = quantize_params(keras.Model(inp, x), data.calibration, settings)
-    qat.activation_bits = 16
-    xs = _x(data, 16)
-    qat.representative = lambda: ([xs[i:i + 1]] for i in range(len(xs)))
+    _for_16x8(qat, _x(data, 16))
     it = Interpreter(model_content=to_tflite(qat, (28, 28, 1)))
     ops = {op["op_name"]: op for op in it._get_ops_details()}
     assert "HARD_SWISH" in ops
