@@ -62,7 +62,6 @@ LATENCY_RUNS = 50
 LATENCY_WARMUP = 10
 AIMET_ITERATIONS = 1000         # AdaRound steps per layer (AIMET recommends 10k; 1k keeps the run minutes long)
 AIMET_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
-AIMET_PIN = "aimet-onnx==2.42.0"      # the Makefile's AIMET (make peers)
 AIMET_TIMEOUT = 3600
 ONNX_OPSET = 17
 
