@@ -191,7 +191,9 @@ def test_a_run_never_replaces_an_ordinary_folder_or_a_file(cli, small, fast_targ
 def test_a_run_replaces_its_own_run_directory_and_an_empty_one(cli, run_dir, small, fast_target, tmp_path):
     copy = tmp_path / "again"
     shutil.copytree(run_dir, copy)
-    old = json.loads((copy / "report.json").read_text())["created"]
+    stale = json.loads((copy / "report.json").read_text())
+    stale["created"] = old = "2000-01-01T00:00:00+00:00"     # two runs can finish within the same second
+    (copy / "report.json").write_text(json.dumps(stale))
     empty = tmp_path / "empty"
     empty.mkdir()
     for out in (copy, empty):
