@@ -324,6 +324,27 @@ def check_latency(key: str, current: list | None, baseline: list | None, t: Thre
                     detail, (round(lo, 5), round(hi, 5)))]
 
 
+def check_latency_paired(key: str, comparison, t: Thresholds) -> list[Verdict]:
+    """The latency verdict of a side-by-side comparison (``edgeprep.stages.compare``, ``gate --rebench``): a
+    regression fails, a ratio whose interval lies below the limit passes, and one still undecided when the rounds
+    ran out is an error, never a pass. ``comparison`` is a ``Comparison`` or the reason none could be made."""
+    if t.max_latency_regression_pct is None:
+        return []
+    name = "max_latency_regression_pct"
+    if isinstance(comparison, str):
+        return [Verdict(key, name, "error", detail=f"side-by-side benchmark failed: {comparison}")]
+    r, limit = comparison.ratio, comparison.limit
+    status = {"regression": "fail", "within": "pass", "undecided": "error"}[comparison.decision]
+    detail = (f"side by side, {r.rounds} rounds in {comparison.seconds:.0f} s: x{r.ratio:.3f} "
+              f"[{r.lower:.3f}, {r.upper:.3f}] at {r.confidence:.0%} per look against x{limit:.3f}: "
+              + {"regression": "the whole interval is above the limit",
+                 "within": "the whole interval is below the limit",
+                 "undecided": "the interval still straddles the limit when the rounds ran out (give --rebench-seconds "
+                              "more time, or the candidate really is at the limit)"}[comparison.decision])
+    return [Verdict(key, name, status, round(100.0 * (r.ratio - 1.0), 3), None, t.max_latency_regression_pct,
+                    detail, (round(r.lower, 5), round(r.upper, 5)))]
+
+
 def check_instructions(key: str, bench: dict | None, base_bench: dict | None, t: Thresholds) -> list[Verdict]:
     if t.max_instructions_regression_pct is None:
         return []
@@ -374,8 +395,10 @@ def _key(entry: dict) -> str:
 
 
 def evaluate(report: dict, baseline: dict | None, gates: Gates, latencies: dict[str, list],
-             base_latencies: dict[str, list]) -> dict:
-    """Every verdict for ``report`` against ``baseline`` under ``gates``; the gate result as a JSON-ready dict."""
+             base_latencies: dict[str, list], compared: dict | None = None) -> dict:
+    """Every verdict for ``report`` against ``baseline`` under ``gates``; the gate result as a JSON-ready dict.
+    ``compared`` (``gate --rebench``) holds, per artifact key, a side-by-side ``Comparison`` (or why none could be
+    made) that judges latency instead of the stored latencies."""
     verdicts: list[Verdict] = []
     base_by_key = {_key(a): a for a in (baseline or {}).get("artifacts", [])}
     seen = set()
@@ -401,8 +424,11 @@ def evaluate(report: dict, baseline: dict | None, gates: Gates, latencies: dict[
         verdicts += check_size(key, a["size_bytes"], b["size_bytes"] if b else None, t)
         verdicts += check_accuracy(key, a.get("metrics"), (b or {}).get("metrics"), t)
         verdicts += _same_setup(key, bench, base_bench)
-        verdicts += check_latency(key, latencies.get(key), base_latencies.get(key), t, gates.latency_confidence,
-                                  gates.bootstrap_resamples)
+        if compared is not None and key in compared:
+            verdicts += check_latency_paired(key, compared[key], t)
+        else:
+            verdicts += check_latency(key, latencies.get(key), base_latencies.get(key), t, gates.latency_confidence,
+                                      gates.bootstrap_resamples)
         verdicts += check_instructions(key, bench, base_bench, t)
         verdicts += check_recorded(key, a)
     for key in base_by_key:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -450,3 +451,62 @@ def test_non_finite_measurements_of_a_real_run_are_an_error_never_a_pass(scene, 
         assert gate(str(run), "--baseline", str(tmp_path / "new.json"), "--update-baseline") == 2
         err = capsys.readouterr().err
         assert "not finite" in err and "never a baseline" in err and not (tmp_path / "new.json").exists()
+
+
+FP32_LATENCY = GATE_TARGET.split("[gates]")[0] + "[gates.fp32]\nmax_latency_regression_pct = 100.0\n"
+
+
+@pytest.mark.slow
+def test_rebench_judges_latency_side_by_side_on_the_real_artifacts(scene, baseline, tmp_path, capsys):
+    """--rebench benchmarks the baseline's artifact and the report's in alternating rounds now: the heavy CNN in
+    place of the small one is a regression, the same artifact is within the limit; the stored latencies are not
+    used (they are deleted here)."""
+    target = tmp_path / "fp32-latency.toml"
+    target.write_text(FP32_LATENCY)
+    base_run = baseline.parent / "base"
+    slow = bench_run(scene, tmp_path, "rb-slow", fp32="wide.fp32.tflite")
+    same = bench_run(scene, tmp_path, "rb-same")
+    for run in (slow, same):
+        (run / "latencies.json").unlink()
+    code = gate(str(slow), "--baseline", str(base_run), "--target", str(target), "--rebench",
+                "--rebench-seconds", "60", "--json", str(tmp_path / "slow.json"))
+    result = json.loads((tmp_path / "slow.json").read_text())
+    assert code == 1, result
+    (v,) = result["verdicts"]
+    assert (v["artifact"], v["status"]) == ("m.fp32.tflite", "fail") and v["interval"][0] > 2.0
+    rb = result["rebench"]["m.fp32.tflite"]
+    assert rb["decision"] == "regression" and 8 <= rb["rounds"] == len(rb["candidate_p50_ms"])
+    assert min(rb["candidate_p50_ms"]) > max(rb["baseline_p50_ms"])        # heavy model slower in every round
+    code = gate(str(same), "--baseline", str(base_run), "--target", str(target), "--rebench",
+                "--rebench-seconds", "60", "--json", str(tmp_path / "same.json"))
+    result = json.loads((tmp_path / "same.json").read_text())
+    assert code == 0, result
+    assert result["rebench"]["m.fp32.tflite"]["decision"] == "within"
+    assert "side by side" in result["verdicts"][0]["detail"]
+
+
+@pytest.mark.slow
+def test_rebench_needs_the_artifacts_the_reports_measured(scene, baseline, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(baseline.parent / "base", run)
+    capsys.readouterr()
+    moved = json.loads(baseline.read_text())          # a baseline file whose artifacts are gone
+    for a in moved["artifacts"]:
+        a["path"] = str(tmp_path / "gone" / Path(a["path"]).name)
+    (tmp_path / "moved.json").write_text(json.dumps(moved))
+    for args, fragment in (([str(run), "--baseline", str(tmp_path / "moved.json")],
+                            "--rebench needs the artifacts themselves"),
+                           ([str(run), "--baseline-ref", "feedface"], "--rebench needs --baseline naming a run")):
+        assert gate(*args, "--rebench") == 2
+        err = capsys.readouterr().err
+        assert err.startswith("edgeprep: error:") and fragment in err and "Traceback" not in err
+    report = json.loads((run / "report.json").read_text())
+    art = Path(next(a["path"] for a in report["artifacts"] if a["path"].endswith("m.fp32.tflite")))
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    shutil.copy(scene / "wide.fp32.tflite", changed / "m.fp32.tflite")
+    for a in report["artifacts"]:
+        a["path"] = str(changed / Path(a["path"]).name) if a["path"] == str(art) else a["path"]
+    (run / "report.json").write_text(json.dumps(report))
+    assert gate(str(run), "--baseline", str(baseline.parent / "base"), "--rebench") == 2
+    assert "is not the artifact" in capsys.readouterr().err

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgeprep.commands._common import EXIT_ERROR, EXIT_FAILED_CHECK, EXIT_OK
+from edgeprep.commands._common import EXIT_ERROR, EXIT_FAILED_CHECK, EXIT_OK, make_reporter
 
 
 @click.command()
@@ -29,9 +29,18 @@ from edgeprep.commands._common import EXIT_ERROR, EXIT_FAILED_CHECK, EXIT_OK
 @click.option("--history", "history_path", type=click.Path(path_type=Path), metavar="PATH",
               help="Run history for --baseline-ref and the trend plot (default: $EDGEPREP_HISTORY or "
                    ".edgeprep/history.sqlite).")
-def gate(report_path: Path, baseline: Path | None, baseline_ref: str | None, target_name: str | None,
-         update_baseline: bool, markdown: Path | None, junit: Path | None, html: Path | None,
-         json_path: Path | None, history_path: Path | None) -> int:
+@click.option("--rebench", is_flag=True,
+              help="Judge latency by benchmarking the baseline's artifact and REPORT's side by side now, in "
+                   "alternating rounds, until the ratio's interval is wholly above or below the threshold "
+                   "(needs both run directories; the stored latencies are not used).")
+@click.option("--rebench-seconds", type=click.FloatRange(min=1), default=180.0, show_default=True,
+              metavar="SECONDS", help="Per artifact: stop adding rounds after this long; still undecided is an "
+                                      "error (exit 2), never a pass.")
+@click.pass_context
+def gate(ctx: click.Context, report_path: Path, baseline: Path | None, baseline_ref: str | None,
+         target_name: str | None, update_baseline: bool, markdown: Path | None, junit: Path | None,
+         html: Path | None, json_path: Path | None, history_path: Path | None, rebench: bool,
+         rebench_seconds: float) -> int:
     """Judge REPORT (a report.json or run directory) against a baseline with the target's [gates].
 
     \b
@@ -41,7 +50,10 @@ def gate(report_path: Path, baseline: Path | None, baseline_ref: str | None, tar
       max_accuracy_drop_vs_baseline                 top-1 points below the baseline artifact
       max_latency_regression_pct                    median latency over the baseline's; fails only when the
                                                     bootstrap interval of the ratio (latency_confidence, 95 %)
-                                                    lies wholly above the threshold
+                                                    lies wholly above the threshold. With --rebench: both
+                                                    artifacts benchmarked now in alternating rounds until the
+                                                    t interval of the paired ratio (95 % per look) is wholly
+                                                    above (fail) or below (pass) it; undecided is exit 2
       max_instructions_regression_pct               callgrind instructions per inference over the baseline's
     Artifacts are matched by file name. Exit code 0: every check passed; 1: a regression; 2: the gate could not
     judge (a metric is missing, the baseline is unreadable or of another schema version) — never a pass.
@@ -58,8 +70,10 @@ def gate(report_path: Path, baseline: Path | None, baseline_ref: str | None, tar
     if update_baseline and baseline.is_dir():
         raise OutputError(f"--baseline {baseline} is a directory; --update-baseline writes a baseline file",
                           f"give a file path, e.g. {baseline.with_name(baseline.name + '.baseline.json')}")
+    reporter = make_reporter(ctx)
     outcome = gate_report(GateRequest(report_path, baseline, baseline_ref, target_name, update_baseline, markdown,
-                                      junit, html, json_path, history_path), show=_print)
+                                      junit, html, json_path, history_path, rebench, rebench_seconds),
+                          show=_print, progress=reporter.info)
     result = outcome.result
     if result is not None and result["status"] == "error":
         first = next(v for v in result["verdicts"] if v["status"] == "error")

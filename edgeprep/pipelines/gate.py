@@ -14,6 +14,7 @@ from typing import Callable
 
 from edgeprep import history
 from edgeprep.config import from_mapping
+from edgeprep.config.bench import BenchConfig
 from edgeprep.config.gates import Gates
 from edgeprep.errors import InputError
 from edgeprep.gate import evaluate, require_finite, to_markdown
@@ -21,7 +22,7 @@ from edgeprep.outputs import REPORT_KINDS, atomic_path, report_file_out
 from edgeprep.report import load_report, validate
 from edgeprep.report.latencies import read_latencies, with_latencies
 from edgeprep.report.markdown import markdown_summary
-from edgeprep.targets import load_target
+from edgeprep.targets import TargetProfile, load_target
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class GateRequest:
     html: Path | None = None
     json: Path | None = None
     history: Path | None = None
+    rebench: bool = False              # judge latency by benchmarking both artifacts side by side, now
+    rebench_seconds: float = 180.0     # per artifact: the budget of the side-by-side rounds
 
 
 @dataclass(frozen=True)
@@ -63,8 +66,70 @@ def _write_baseline(report: dict, path: Path) -> None:
         tmp.write_text(json.dumps(report, indent=1) + "\n")
 
 
-def gate_report(req: GateRequest, show: Callable[[dict], None] = lambda _result: None) -> GateOutcome:
-    """Judge ``req.report``; ``show(result)`` is called with the verdicts before any file is written."""
+def _report_target(req: GateRequest, report: dict) -> TargetProfile:
+    """The profile whose options and [bench] settings the side-by-side benchmark uses: --target, else the one the
+    report recorded."""
+    if req.target:
+        return load_target(req.target)
+    meta = report.get("target") or {}
+    if not meta.get("profile"):
+        raise InputError(f"{req.report} records no target profile", "pass --target with the [bench] settings to use")
+    return from_mapping(TargetProfile, {**meta["profile"], "source": meta.get("source", "")},
+                        f"{req.report} target profile")
+
+
+def _artifact(entry: dict, directory: Path, where: str, target: TargetProfile):
+    """The artifact a report entry names, checked to be the file the report measured."""
+    from edgeprep.stages.convert import open_artifact
+
+    path = directory / entry["path"]
+    if not path.exists():
+        raise InputError(f"--rebench needs the artifacts themselves: {path} ({where}) is not there",
+                         "give run directories (or report.json files beside their artifacts), not a baseline file")
+    art = open_artifact(path, target.options_for)
+    if art.sha256 != entry["sha256"]:
+        raise InputError(f"{path} is not the artifact {where} measured (sha256 differs)",
+                         "re-run that report, or restore the artifact it was made from")
+    return art
+
+
+def _rebench(req: GateRequest, report: dict, directory: Path, base: dict, base_dir: Path, gates: Gates,
+             progress: Callable[[str], None]) -> dict:
+    """Side-by-side comparisons (``stages.compare``) of every artifact with a latency threshold that both reports
+    hold, keyed like the gate's verdicts; a benchmark that fails gives its reason instead."""
+    from device_bench.transports import BenchFailed
+    from edgeprep.paired import Sampling
+    from edgeprep.report.latencies import artifact_key
+    from edgeprep.stages.compare import compare
+
+    target = _report_target(req, report)
+    config = target.bench or BenchConfig()
+    sampling = Sampling(max_seconds=req.rebench_seconds)
+    base_by_key = {artifact_key(b): b for b in base.get("artifacts", [])}
+    pending = []
+    for entry in report["artifacts"]:
+        key = artifact_key(entry)
+        limit = gates.for_precision(entry["precision"]).max_latency_regression_pct
+        if limit is not None and key in base_by_key:
+            pending.append((key, limit, _artifact(entry, directory, str(req.report), target),
+                            _artifact(base_by_key[key], base_dir, str(req.baseline), target),
+                            (entry.get("bench") or {}).get("threads") or target.threads))
+    out: dict = {}
+    for key, limit, cand, old, threads in pending:      # every file checked before the first benchmark
+        def step(rounds, ratio, key=key):
+            if ratio is not None:
+                progress(f"{key}: round {rounds}, x{ratio.ratio:.3f} [{ratio.lower:.3f}, {ratio.upper:.3f}]")
+        try:
+            out[key] = compare(cand, old, config, threads, 1.0 + limit / 100.0, sampling, step)
+        except BenchFailed as exc:
+            out[key] = str(exc)
+    return out
+
+
+def gate_report(req: GateRequest, show: Callable[[dict], None] = lambda _result: None,
+                progress: Callable[[str], None] = lambda _m: None) -> GateOutcome:
+    """Judge ``req.report``; ``show(result)`` is called with the verdicts before any file is written,
+    ``progress(message)`` after each side-by-side round (``--rebench``)."""
     for option, path, kind in (("--markdown", req.markdown, "markdown"), ("--junit", req.junit, "junit"),
                                ("--html", req.html, "html"), ("--json", req.json, "json"),
                                ("--baseline", req.baseline if req.update_baseline else None, "json")):
@@ -76,7 +141,7 @@ def gate_report(req: GateRequest, show: Callable[[dict], None] = lambda _result:
         first = report["fleet"]["targets"][0]["name"]
         raise InputError(f"{req.report} is a fleet report (several devices, each with its own [gates])",
                          f"gate each device's report, e.g. edgeprep gate {directory / first} --baseline ...")
-    latencies = read_latencies(report, directory)
+    latencies = {} if req.rebench else read_latencies(report, directory)    # --rebench measures them anew
     target_name = (report.get("target") or {}).get("name")
     gates = _gates(req, report)
 
@@ -93,8 +158,14 @@ def gate_report(req: GateRequest, show: Callable[[dict], None] = lambda _result:
                              "create one with --update-baseline, or pick one with --baseline-ref")
         base = load_report(req.baseline)
         base_dir = req.baseline if req.baseline.is_dir() else req.baseline.parent
-    base_latencies = read_latencies(base, base_dir)
-    result = evaluate(report, base, gates, latencies, base_latencies)
+    base_latencies = {} if req.rebench else read_latencies(base, base_dir)
+    if req.rebench and req.baseline is None:
+        raise InputError("--rebench needs --baseline naming a run directory: a history entry has no artifacts",
+                         "give the baseline's run directory (or its report.json beside the artifacts)")
+    compared = _rebench(req, report, directory, base, base_dir, gates, progress) if req.rebench else None
+    result = evaluate(report, base, gates, latencies, base_latencies, compared)
+    if compared:
+        result["rebench"] = {k: (c if isinstance(c, str) else c.to_dict()) for k, c in compared.items()}
     result["baseline"] = str(req.baseline) if req.baseline is not None else f"history:{req.baseline_ref}"
     show(result)
     if req.markdown:

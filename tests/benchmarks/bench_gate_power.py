@@ -21,7 +21,9 @@ What is measured:
    "interleaved" (k random rounds: the baseline their A processes, the candidate their B processes, run
    alternately) and "sequential" (k consecutive processes from the first half of the pool in time against k
    consecutive processes from the second half: two separate ``edgeprep bench`` runs minutes apart).
-4. Facts about the bootstrap: distinct process-level resamples k processes allow, the chance a resample picks one
+4. ``gate --rebench``'s side-by-side sampler replayed on the same rounds (``side_by_side``): detection, passes,
+   undecided trials and the rounds and seconds it took, per threshold and scale.
+5. Facts about the bootstrap: distinct process-level resamples k processes allow, the chance a resample picks one
    process k times, the spread of process medians in the pool, and whether scaling the candidate only scales the
    interval (``median_ratio`` always uses seed 0, so the verdict at x s is fixed by the interval at x1.00).
 
@@ -246,6 +248,48 @@ def facts(kept: dict) -> None:
           f"{checked} verdicts (median_ratio's fixed seed 0: the same processes always give the same draws)")
 
 
+def side_by_side(pool: list[Proc]) -> dict:
+    """``gate --rebench``'s sampler (``edgeprep.paired``) replayed on the pool's rounds: each trial draws rounds
+    at random (with replacement; which side is the candidate is drawn too), scales the candidate's median by s, and
+    adds rounds until the sampler decides or its budget is spent (the budget in seconds is the rounds' real wall
+    time). Printed per threshold and scale: trials failed (a regression), passed (within), undecided, and the
+    rounds and seconds they took."""
+    from edgeprep.paired import Sampling, simulate
+
+    rounds = [(pool[2 * r], pool[2 * r + 1]) for r in range(len(pool) // 2)]
+    sampling = Sampling()
+    out = {}
+    print(f"\nside by side (gate --rebench): rounds drawn from the {len(rounds)} recorded A/B rounds, sampler "
+          f"min {sampling.min_rounds} / max {sampling.max_rounds} rounds, {sampling.max_seconds:.0f} s, "
+          f"{sampling.confidence:.0%} per look; {TRIALS} trials")
+    print(f"{'threshold':>9} {'scale':>6} {'regression':>10} {'within':>7} {'undecided':>9} {'rounds':>14} "
+          f"{'seconds':>14}")
+    for threshold in THRESHOLDS:
+        for scale in SCALES:
+            rng = np.random.default_rng(SEED)
+            counts = {"regression": 0, "within": 0, "undecided": 0}
+            used, secs = [], []
+            for _ in range(TRIALS):
+                spent = []
+
+                def draw_round():
+                    a, b = rounds[rng.integers(len(rounds))]
+                    if rng.integers(2):
+                        a, b = b, a
+                    spent.append(a.wall_s + b.wall_s)
+                    return b.p50 * scale, a.p50
+                decision, ratio = simulate(draw_round, 1 + threshold / 100, sampling,
+                                           seconds_per_round=float(np.mean([p.wall_s for p in pool])) * 2)
+                counts[decision] += 1
+                used.append(ratio.rounds)
+                secs.append(sum(spent))
+            out[(threshold, scale)] = counts
+            print(f"{threshold:>8.0f}% {scale:>6.2f} {counts['regression']:>10} {counts['within']:>7} "
+                  f"{counts['undecided']:>9} {np.median(used):>6.0f} (max {max(used):>2}) "
+                  f"{np.median(secs):>6.1f} (max {max(secs):>4.0f})")
+    return out
+
+
 def main() -> int:
     os.environ.setdefault("EDGEPREP_HISTORY", os.devnull)
     from edgeprep.targets import load_target
@@ -273,6 +317,7 @@ def main() -> int:
     default_resamples(pool, kept)
     by_scheme = schemes(pool, fails)
     facts(kept)
+    paired = side_by_side(pool)
     lo_k, hi_k = SIZES[0], SIZES[-1]
     print(f"\nreplay and checks took {time.perf_counter() - t0:.0f} s")
     print(f"summary: +10 % regression at threshold 5 %: caught in {fails[(lo_k, 5.0, 1.10)]} of {TRIALS} trials "
@@ -284,4 +329,8 @@ def main() -> int:
           f"{by_scheme[(hi_k, 5.0)]['interleaved']}; a regression exactly on the 5 % limit failed "
           f"{fails[(lo_k, 5.0, 1.05)]} of {TRIALS} with {lo_k} processes, {fails[(hi_k, 5.0, 1.05)]} with {hi_k} "
           "(a 95 % two-sided interval should fail at most ~2.5 %)")
+    p5 = {s: paired[(5.0, s)] for s in SCALES}
+    print(f"summary, side by side at threshold 5 %: +10 % caught in {p5[1.10]['regression']} of {TRIALS} "
+          f"(undecided {p5[1.10]['undecided']}); x1.00 passed {p5[1.0]['within']}, false alarms "
+          f"{p5[1.0]['regression']}, undecided {p5[1.0]['undecided']}; +20 % caught {p5[1.20]['regression']}")
     return 0
