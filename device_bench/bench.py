@@ -12,6 +12,12 @@ The order is fixed so every figure means the same on every runtime:
 4. read the peak RSS again (before any evaluation data is loaded): ``peak_rss_bytes`` and its delta over 1;
 5. with ``data``, run the evaluation set for accuracy, agreement and SQNR.
 
+With ``versus`` (a second artifact for the same runtime) both are loaded and their iterations alternate (A B B A,
+...) in the one loop of 3: the ratio of their latencies is then measured on the same machine state — frequency,
+placement, neighbours — which between separate processes differs by more than most regressions
+(``edgeprep gate --rebench``). Both sessions share caches while they alternate, so the latencies are each model's
+under that sharing; the ratio is what is judged.
+
 The host side (``device_bench.harness``) runs this in a fresh process through a transport, so no two benchmarks
 share caches, allocators or thread pools.
 """
@@ -43,6 +49,7 @@ class Job:
     min_seconds: float = 0.0
     data: str | None = None
     seed: int = 0
+    versus: str | None = None     # a second artifact, same runtime: timed alternately in this process (``run``)
 
     def __post_init__(self) -> None:
         if self.runs < 1:
@@ -63,6 +70,8 @@ class Job:
             args += ["--options", json.dumps(self.options, sort_keys=True)]
         if self.data:
             args += ["--data", path(self.data)]
+        if self.versus:
+            args += ["--versus", path(self.versus)]
         return args
 
     def to_dict(self) -> dict:
@@ -89,8 +98,17 @@ def run(job: Job) -> dict:
     x = measure.sample_input((1, *session.input.shape[1:]), job.seed)
     fed = session.feed(x)
     own = session.last_latency_ms if type(session).last_latency_ms is not Session.last_latency_ms else None
-    timing = measure.time_calls(lambda: session.invoke(fed), runs=job.runs, warmup=job.warmup,
-                                min_seconds=job.min_seconds, own=own)
+    versus = None
+    if job.versus:     # both in one process, iterations alternating: the machine's state is common to both
+        other = runner.open(job.versus, threads=job.threads, options=dict(job.options))
+        other_fed = other.feed(measure.sample_input((1, *other.input.shape[1:]), job.seed))
+        other_own = other.last_latency_ms if own else None
+        timing, versus = measure.time_pair((lambda: session.invoke(fed), own),
+                                           (lambda: other.invoke(other_fed), other_own), runs=job.runs,
+                                           warmup=job.warmup, min_seconds=job.min_seconds)
+    else:
+        timing = measure.time_calls(lambda: session.invoke(fed), runs=job.runs, warmup=job.warmup,
+                                    min_seconds=job.min_seconds, own=own)
     peak_rss, _ = measure.peak_rss_bytes()
     result = {
         "device_bench": __version__,
@@ -115,6 +133,10 @@ def run(job: Job) -> dict:
     }
     if timing.wall_ms:
         result["bench"]["wall_latency_ms"] = measure.latency_stats(timing.wall_ms)
+    if versus is not None:
+        result["versus"] = {"artifact": job.versus, "latency_ms": measure.latency_stats(versus.samples_ms),
+                            "latencies_ms": [round(v, 5) for v in versus.samples_ms],
+                            "order": "A B B A, repeated (A = the artifact, B = versus)"}
     if job.data:
         result["metrics"] = evaluate(session, job.data)
     return result

@@ -75,6 +75,46 @@ def time_calls(call: Callable[[], object], *, runs: int, warmup: int = 5, min_se
     return Timing(first, tuple(warm), tuple(samples), seconds, tuple(walls) if own else ())
 
 
+def time_pair(a: tuple[Callable[[], object], Callable[[], float | None] | None],
+              b: tuple[Callable[[], object], Callable[[], float | None] | None], *, runs: int, warmup: int = 5,
+              min_seconds: float = 0.0, max_runs: int = 1_000_000) -> tuple[Timing, Timing]:
+    """``time_calls`` for two calls (each with its ``own`` timer or None) alternating A B B A, so a drift of the
+    machine during the loop falls on both alike; each gets ``runs`` samples at least, and together they run for
+    ``min_seconds`` at least."""
+    if runs < 1:
+        raise ValueError("runs must be >= 1")
+    clock = time.perf_counter_ns
+    calls = (a, b)
+    first, warm = [], ([], [])
+    for i, (call, _own) in enumerate(calls):
+        t = clock()
+        call()
+        first.append((clock() - t) / 1e6)
+    for _ in range(warmup):
+        for i, (call, _own) in enumerate(calls):
+            t = clock()
+            call()
+            warm[i].append((clock() - t) / 1e6)
+    samples: tuple[list[float], list[float]] = ([], [])
+    walls: tuple[list[float], list[float]] = ([], [])
+    start = clock()
+    deadline = start + int(min_seconds * 1e9)
+    step = 0
+    while len(samples[1]) < max_runs and (min(map(len, samples)) < runs or clock() < deadline):
+        i = (0, 1, 1, 0)[step % 4]
+        call, own = calls[i]
+        t = clock()
+        call()
+        wall = (clock() - t) / 1e6
+        mine = own() if own else None
+        samples[i].append(wall if mine is None else mine)
+        walls[i].append(wall)
+        step += 1
+    seconds = (clock() - start) / 1e9
+    return tuple(Timing(first[i], tuple(warm[i]), tuple(samples[i]), seconds / 2,
+                        tuple(walls[i]) if calls[i][1] else ()) for i in (0, 1))
+
+
 def percentile(values, q: float) -> float:
     """The q-th percentile with linear interpolation between order statistics (numpy's default)."""
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))

@@ -97,3 +97,39 @@ def test_command_line_runs_an_artifact(tmp_path, trained_small, eval_npz):
     bad = subprocess.run([sys.executable, "-m", "device_bench", str(tmp_path / "d.npz"), "--runtime", "litert"],
                          cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("device_bench: error: LiteRT cannot load")
+
+
+def test_time_pair_alternates_a_b_b_a_and_gives_each_its_runs():
+    from device_bench.measure import time_pair
+
+    order = []
+    a, b = (lambda: order.append("a"), None), (lambda: order.append("b"), None)
+    ta, tb = time_pair(a, b, runs=6, warmup=1)
+    assert order[:4] == ["a", "b", "a", "b"]                         # first inferences, then the warm-up
+    assert "".join(order[4:]) == "abbaabbaabba"
+    assert ta.iterations == tb.iterations == 6 and ta.first_ms >= 0 and len(ta.warmup_ms) == 1
+
+
+def test_versus_times_two_artifacts_in_one_process(tmp_path, trained_small):
+    """A model and one with a far heavier convolution stack, in one device_bench process: both timed, the heavier
+    one slower in the same loop; the payload an ssh or qemu device receives carries both."""
+    from test_bench import build_wide_cnn
+
+    from device_bench.bench import Job
+    from device_bench.transports.bundle import payload
+    from edgeprep.config.formats import TFLiteOptions
+    from edgeprep.models import load_model
+    from edgeprep.stages.convert import convert
+
+    small = convert(load_model(trained_small), "tflite", "fp32", TFLiteOptions(), tmp_path / "small.tflite")
+    build_wide_cnn().save(tmp_path / "wide.keras")
+    wide = convert(load_model(tmp_path / "wide.keras"), "tflite", "fp32", TFLiteOptions(), tmp_path / "wide.tflite")
+    out = subprocess.run([sys.executable, "-m", "device_bench", str(small.path), "--versus", str(wide.path),
+                          "--runs", "40", "--threads", "1"], cwd=ROOT, capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout)
+    mine, theirs = result["latencies_ms"], result["versus"]["latencies_ms"]
+    assert len(mine) >= 40 and len(theirs) >= 40 and result["versus"]["artifact"] == str(wide.path)
+    assert np.median(theirs) > 3 * np.median(mine)
+    load = payload(Job(str(small.path), "litert", versus=str(wide.path)))
+    assert [name for _, name in load.files] == ["model.tflite", "versus.tflite"]
+    assert load.argv[load.argv.index("--versus") + 1] == "versus.tflite"

@@ -459,8 +459,8 @@ FP32_LATENCY = GATE_TARGET.split("[gates]")[0] + "[gates.fp32]\nmax_latency_regr
 @pytest.mark.slow
 def test_rebench_judges_latency_side_by_side_on_the_real_artifacts(scene, baseline, tmp_path, capsys):
     """--rebench benchmarks the baseline's artifact and the report's in alternating rounds now: the heavy CNN in
-    place of the small one is a regression, the same artifact is within the limit; the stored latencies are not
-    used (they are deleted here)."""
+    place of the small one is a regression (a process each per round), the same artifact is within the limit (one
+    process holding both per round, the default); the stored latencies are not used (they are deleted here)."""
     target = tmp_path / "fp32-latency.toml"
     target.write_text(FP32_LATENCY)
     base_run = baseline.parent / "base"
@@ -469,19 +469,21 @@ def test_rebench_judges_latency_side_by_side_on_the_real_artifacts(scene, baseli
     for run in (slow, same):
         (run / "latencies.json").unlink()
     code = gate(str(slow), "--baseline", str(base_run), "--target", str(target), "--rebench",
-                "--rebench-seconds", "60", "--json", str(tmp_path / "slow.json"))
+                "--rebench-mode", "processes", "--rebench-seconds", "60", "--json", str(tmp_path / "slow.json"))
     result = json.loads((tmp_path / "slow.json").read_text())
     assert code == 1, result
     (v,) = result["verdicts"]
     assert (v["artifact"], v["status"]) == ("m.fp32.tflite", "fail") and v["interval"][0] > 2.0
     rb = result["rebench"]["m.fp32.tflite"]
     assert rb["decision"] == "regression" and 8 <= rb["rounds"] == len(rb["candidate_p50_ms"])
+    assert rb["mode"] == "processes"
     assert min(rb["candidate_p50_ms"]) > max(rb["baseline_p50_ms"])        # heavy model slower in every round
     code = gate(str(same), "--baseline", str(base_run), "--target", str(target), "--rebench",
                 "--rebench-seconds", "60", "--json", str(tmp_path / "same.json"))
     result = json.loads((tmp_path / "same.json").read_text())
     assert code == 0, result
     assert result["rebench"]["m.fp32.tflite"]["decision"] == "within"
+    assert result["rebench"]["m.fp32.tflite"]["mode"] == "in-process"          # the default
     assert "side by side" in result["verdicts"][0]["detail"]
 
 

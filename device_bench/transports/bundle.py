@@ -57,16 +57,16 @@ class Payload:
     argv: tuple[str, ...]
 
 
-def artifact_files(artifact: str) -> list[tuple[str, str]]:
+def artifact_files(artifact: str, stem: str = "model") -> list[tuple[str, str]]:
     """(local file, device name) for every file of an artifact: a directory tree, an .xml with its .bin, a file."""
     path = Path(artifact)
     suffix = path.suffix or ".model"
-    name = f"model{suffix}"
+    name = f"{stem}{suffix}"
     if path.is_dir():
         return [(str(p), f"{name}/{p.relative_to(path).as_posix()}") for p in sorted(path.rglob("*")) if p.is_file()]
     out = [(str(path), name)]
     if suffix == ".xml" and path.with_suffix(".bin").is_file():
-        out.append((str(path.with_suffix(".bin")), "model.bin"))
+        out.append((str(path.with_suffix(".bin")), f"{stem}.bin"))
     return out
 
 
@@ -77,6 +77,10 @@ def payload(job: Job, prefix: str = "") -> Payload:
     if job.data:
         files.append((job.data, "data.npz"))
         names[job.data] = prefix + "data.npz"
+    if job.versus:
+        other = artifact_files(job.versus, "versus")
+        files += other
+        names[job.versus] = prefix + other[0][1].split("/")[0]
     return Payload(tuple(files), tuple(job.argv(lambda p: names[p])))
 
 
@@ -113,4 +117,6 @@ def restore_paths(result: dict, job: Job) -> dict:
     art = result.get("artifact") or {}
     art["path"] = job.artifact
     art["files"] = [local for local, _ in artifact_files(job.artifact)]
+    if result.get("versus"):
+        result["versus"]["artifact"] = job.versus
     return result

@@ -36,11 +36,15 @@ from edgeprep.commands._common import EXIT_ERROR, EXIT_FAILED_CHECK, EXIT_OK, ma
 @click.option("--rebench-seconds", type=click.FloatRange(min=1), default=180.0, show_default=True,
               metavar="SECONDS", help="Per artifact: stop adding rounds after this long; still undecided is an "
                                       "error (exit 2), never a pass.")
+@click.option("--rebench-mode", type=click.Choice(["in-process", "processes"]), default="in-process",
+              show_default=True, help="A round of --rebench: one fresh process holding both artifacts, their "
+                                      "iterations alternating (the same machine state for both), or one fresh "
+                                      "process each (each alone, as deployed; noisier).")
 @click.pass_context
 def gate(ctx: click.Context, report_path: Path, baseline: Path | None, baseline_ref: str | None,
          target_name: str | None, update_baseline: bool, markdown: Path | None, junit: Path | None,
          html: Path | None, json_path: Path | None, history_path: Path | None, rebench: bool,
-         rebench_seconds: float) -> int:
+         rebench_seconds: float, rebench_mode: str) -> int:
     """Judge REPORT (a report.json or run directory) against a baseline with the target's [gates].
 
     \b
@@ -51,7 +55,8 @@ def gate(ctx: click.Context, report_path: Path, baseline: Path | None, baseline_
       max_latency_regression_pct                    median latency over the baseline's; fails only when the
                                                     bootstrap interval of the ratio (latency_confidence, 95 %)
                                                     lies wholly above the threshold. With --rebench: both
-                                                    artifacts benchmarked now in alternating rounds until the
+                                                    artifacts benchmarked now, in rounds (by default one
+                                                    process holding both, iterations alternating) until the
                                                     t interval of the paired ratio (95 % per look) is wholly
                                                     above (fail) or below (pass) it; undecided is exit 2
       max_instructions_regression_pct               callgrind instructions per inference over the baseline's
@@ -72,7 +77,8 @@ def gate(ctx: click.Context, report_path: Path, baseline: Path | None, baseline_
                           f"give a file path, e.g. {baseline.with_name(baseline.name + '.baseline.json')}")
     reporter = make_reporter(ctx)
     outcome = gate_report(GateRequest(report_path, baseline, baseline_ref, target_name, update_baseline, markdown,
-                                      junit, html, json_path, history_path, rebench, rebench_seconds),
+                                      junit, html, json_path, history_path, rebench, rebench_seconds,
+                                      rebench_mode),
                           show=_print, progress=reporter.info)
     result = outcome.result
     if result is not None and result["status"] == "error":

@@ -41,6 +41,7 @@ class GateRequest:
     history: Path | None = None
     rebench: bool = False              # judge latency by benchmarking both artifacts side by side, now
     rebench_seconds: float = 180.0     # per artifact: the budget of the side-by-side rounds
+    rebench_mode: str = "in-process"   # a round: one process holding both ("in-process") or one each
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,8 @@ def _rebench(req: GateRequest, report: dict, directory: Path, base: dict, base_d
             if ratio is not None:
                 progress(f"{key}: round {rounds}, x{ratio.ratio:.3f} [{ratio.lower:.3f}, {ratio.upper:.3f}]")
         try:
-            out[key] = compare(cand, old, config, threads, 1.0 + limit / 100.0, sampling, step)
+            out[key] = compare(cand, old, config, threads, 1.0 + limit / 100.0, sampling, step,
+                               mode=req.rebench_mode)
         except BenchFailed as exc:
             out[key] = str(exc)
     return out

@@ -1,10 +1,12 @@
 """A baseline artifact and a candidate benchmarked side by side, in rounds, until their latency ratio is known.
 
-``compare`` runs one fresh benchmark process of each per round through device_bench (the same job, transport and
-settings as ``edgeprep bench``), the order alternating between rounds (B C, C B, B C, ...), and after every round
-asks ``edgeprep.paired.next_step`` whether the interval of the ratio now lies wholly on one side of the limit. A
+``compare`` runs rounds through device_bench (the same job, transport and settings as ``edgeprep bench``): by default
+one fresh process per round holding both artifacts, their iterations alternating (``device_bench`` ``versus``), or
+one fresh process of each per round; the order alternates between rounds (B C, C B, ...). After every round it asks
+``edgeprep.paired.next_step`` whether the interval of the ratio now lies wholly on one side of the limit. A
 baseline measured yesterday on another runner carries that runner's speed; measured in the same rounds, both
-artifacts see the same machine. ``edgeprep gate --rebench`` judges latency with it.
+artifacts see the same machine, and in one process the same frequency and placement too. ``edgeprep gate
+--rebench`` judges latency with it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from edgeprep.config.bench import BenchConfig
 from edgeprep.paired import PairedRatio, Sampling, next_step
 from edgeprep.stages.bench import job_for
 
+MODES = ("in-process", "processes")
+
 
 @dataclass(frozen=True)
 class Comparison:
@@ -31,29 +35,40 @@ class Comparison:
     seconds: float
     candidate_ms: tuple[float, ...]                # each round's process median, in rounds order
     baseline_ms: tuple[float, ...]
-    latencies: dict                                # "candidate" / "baseline": one tuple per process
+    latencies: dict                                # "candidate" / "baseline": one tuple per round
+    mode: str = "in-process"
 
     def to_dict(self) -> dict:
-        return {"decision": self.decision, **(self.ratio.to_dict() if self.ratio else {}), "limit": self.limit,
+        return {"decision": self.decision, "mode": self.mode, **(self.ratio.to_dict() if self.ratio else {}),
+                "limit": self.limit,
                 "seconds": round(self.seconds, 2), "candidate_p50_ms": [round(v, 5) for v in self.candidate_ms],
                 "baseline_p50_ms": [round(v, 5) for v in self.baseline_ms]}
 
 
 def compare(candidate: Artifact, baseline: Artifact, config: BenchConfig, threads: int | None, limit: float,
             sampling: Sampling = Sampling(), progress: Callable[[int, PairedRatio | None], None] | None = None,
-            clock: Callable[[], float] = time.perf_counter) -> Comparison:
-    """Benchmark ``baseline`` and ``candidate`` in alternating rounds until ``paired.next_step`` decides against
-    ``limit`` (the largest acceptable candidate/baseline ratio) or ``sampling``'s budget is spent.
+            clock: Callable[[], float] = time.perf_counter, mode: str = "in-process") -> Comparison:
+    """Benchmark ``baseline`` and ``candidate`` in rounds until ``paired.next_step`` decides against ``limit``
+    (the largest acceptable candidate/baseline ratio) or ``sampling``'s budget is spent. A round is one fresh
+    process holding both, iterations alternating (``mode`` "in-process", the default: the two see the same
+    machine state), or one fresh process each, in alternating order ("processes": each as deployed, alone).
     ``progress(rounds, ratio)`` is called after each round. A benchmark that fails raises ``BenchFailed``."""
-    jobs = {"candidate": job_for(candidate, config, threads), "baseline": job_for(baseline, config, threads)}
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}")
+    jobs = {"candidate": replace(job_for(candidate, config, threads), data=None),
+            "baseline": replace(job_for(baseline, config, threads), data=None)}
     runs: dict[str, list[tuple[float, ...]]] = {"candidate": [], "baseline": []}
     start = clock()
     while True:
-        order = ("baseline", "candidate") if len(runs["baseline"]) % 2 == 0 else ("candidate", "baseline")
-        for side in order:
-            result = benchmark(replace(jobs[side], data=None), config.transport, config.timeout_seconds,
-                               **config.transport_settings())
-            runs[side].append(tuple(result["latencies_ms"]))
+        first, second = ("baseline", "candidate") if len(runs["baseline"]) % 2 == 0 else ("candidate", "baseline")
+        if mode == "in-process":
+            both = replace(jobs[first], versus=jobs[second].artifact)
+            result = _bench(both, config)
+            runs[first].append(tuple(result["latencies_ms"]))
+            runs[second].append(tuple(result["versus"]["latencies_ms"]))
+        else:
+            for side in (first, second):
+                runs[side].append(tuple(_bench(jobs[side], config)["latencies_ms"]))
         cand = [statistics.median(p) for p in runs["candidate"]]
         base = [statistics.median(p) for p in runs["baseline"]]
         step, ratio = next_step(cand, base, limit, sampling, clock() - start)
@@ -61,4 +76,8 @@ def compare(candidate: Artifact, baseline: Artifact, config: BenchConfig, thread
             progress(len(cand), ratio)
         if step != "continue":
             return Comparison(step, ratio, limit, clock() - start, tuple(cand), tuple(base),
-                              {k: tuple(v) for k, v in runs.items()})
+                              {k: tuple(v) for k, v in runs.items()}, mode)
+
+
+def _bench(job, config: BenchConfig) -> dict:
+    return benchmark(job, config.transport, config.timeout_seconds, **config.transport_settings())

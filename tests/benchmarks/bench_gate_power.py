@@ -21,8 +21,9 @@ What is measured:
    "interleaved" (k random rounds: the baseline their A processes, the candidate their B processes, run
    alternately) and "sequential" (k consecutive processes from the first half of the pool in time against k
    consecutive processes from the second half: two separate ``edgeprep bench`` runs minutes apart).
-4. ``gate --rebench``'s side-by-side sampler replayed on the same rounds (``side_by_side``): detection, passes,
-   undecided trials and the rounds and seconds it took, per threshold and scale.
+4. ``gate --rebench``'s side-by-side sampler replayed (``side_by_side``) on the pool's A/B rounds (a process each)
+   and on ``ROUNDS`` rounds of one process holding both, iterations alternating (``gather_in_process``, the
+   default): detection, passes, undecided trials and the rounds and seconds it took, per threshold and scale.
 5. Facts about the bootstrap: distinct process-level resamples k processes allow, the chance a resample picks one
    process k times, the spread of process medians in the pool, and whether scaling the candidate only scales the
    interval (``median_ratio`` always uses seed 0, so the verdict at x s is fixed by the interval at x1.00).
@@ -248,19 +249,44 @@ def facts(kept: dict) -> None:
           f"{checked} verdicts (median_ratio's fixed seed 0: the same processes always give the same draws)")
 
 
-def side_by_side(pool: list[Proc]) -> dict:
-    """``gate --rebench``'s sampler (``edgeprep.paired``) replayed on the pool's rounds: each trial draws rounds
-    at random (with replacement; which side is the candidate is drawn too), scales the candidate's median by s, and
-    adds rounds until the sampler decides or its budget is spent (the budget in seconds is the rounds' real wall
-    time). Printed per threshold and scale: trials failed (a regression), passed (within), undecided, and the
-    rounds and seconds they took."""
+def gather_in_process(target, paths: dict[str, Path]) -> list[tuple[float, float, float]]:
+    """``ROUNDS`` fresh processes each holding A and B, iterations alternating (``device_bench`` ``versus``, what
+    ``gate --rebench`` runs by default), which one is loaded first alternating: (A's median, B's median, wall s)."""
+    import statistics as st
+
+    from device_bench.harness import benchmark
+    from edgeprep.stages.bench import job_for
+    from edgeprep.stages.convert import open_artifact
+
+    config = target.bench
+    jobs = {side: replace(job_for(open_artifact(p, target.options_for), config, target.threads), data=None)
+            for side, p in paths.items()}
+    out = []
+    for r in range(ROUNDS):
+        first, second = ("A", "B") if r % 2 == 0 else ("B", "A")
+        start = time.perf_counter()
+        result = benchmark(replace(jobs[first], versus=jobs[second].artifact), config.transport,
+                           config.timeout_seconds)
+        medians = {first: st.median(result["latencies_ms"]), second: st.median(result["versus"]["latencies_ms"])}
+        out.append((medians["A"], medians["B"], time.perf_counter() - start))
+    return out
+
+
+def side_by_side(rounds: list[tuple[float, float, float]], label: str) -> dict:
+    """``gate --rebench``'s sampler (``edgeprep.paired``) replayed on recorded rounds (A's median, B's median,
+    the round's wall seconds): each trial draws rounds at random (with replacement; which side is the candidate
+    is drawn too), scales the candidate's median by s, and adds rounds until the sampler decides or its budget
+    is spent (the budget in seconds is the drawn rounds' real wall time). Printed per threshold and scale: trials
+    failed (a regression), passed (within), undecided, and the rounds and seconds they took."""
     from edgeprep.paired import Sampling, simulate
 
-    rounds = [(pool[2 * r], pool[2 * r + 1]) for r in range(len(pool) // 2)]
     sampling = Sampling()
+    logs = [math.log(b / a) for a, b, _ in rounds]
+    per_round = statistics.fmean(w for *_, w in rounds)
     out = {}
-    print(f"\nside by side (gate --rebench): rounds drawn from the {len(rounds)} recorded A/B rounds, sampler "
-          f"min {sampling.min_rounds} / max {sampling.max_rounds} rounds, {sampling.max_seconds:.0f} s, "
+    print(f"\nside by side (gate --rebench, {label}): {len(rounds)} recorded rounds, log ratio B/A spread "
+          f"{statistics.stdev(logs):.3f} (mean {statistics.fmean(logs):+.3f}), {per_round:.2f} s a round; "
+          f"sampler min {sampling.min_rounds} / max {sampling.max_rounds} rounds, {sampling.max_seconds:.0f} s, "
           f"{sampling.confidence:.0%} per look; {TRIALS} trials")
     print(f"{'threshold':>9} {'scale':>6} {'regression':>10} {'within':>7} {'undecided':>9} {'rounds':>14} "
           f"{'seconds':>14}")
@@ -273,13 +299,12 @@ def side_by_side(pool: list[Proc]) -> dict:
                 spent = []
 
                 def draw_round():
-                    a, b = rounds[rng.integers(len(rounds))]
+                    a, b, wall = rounds[rng.integers(len(rounds))]
                     if rng.integers(2):
                         a, b = b, a
-                    spent.append(a.wall_s + b.wall_s)
-                    return b.p50 * scale, a.p50
-                decision, ratio = simulate(draw_round, 1 + threshold / 100, sampling,
-                                           seconds_per_round=float(np.mean([p.wall_s for p in pool])) * 2)
+                    spent.append(wall)
+                    return b * scale, a
+                decision, ratio = simulate(draw_round, 1 + threshold / 100, sampling, seconds_per_round=per_round)
                 counts[decision] += 1
                 used.append(ratio.rounds)
                 secs.append(sum(spent))
@@ -317,7 +342,13 @@ def main() -> int:
     default_resamples(pool, kept)
     by_scheme = schemes(pool, fails)
     facts(kept)
-    paired = side_by_side(pool)
+    processes = side_by_side([(pool[2 * r].p50, pool[2 * r + 1].p50, pool[2 * r].wall_s + pool[2 * r + 1].wall_s)
+                              for r in range(len(pool) // 2)], "a process each per round")
+    with tempfile.TemporaryDirectory() as d:
+        t1 = time.perf_counter()
+        one = gather_in_process(target, make_artifacts(Path(d), target))
+        print(f"\ngathered {len(one)} in-process rounds in {time.perf_counter() - t1:.1f} s", flush=True)
+    paired = side_by_side(one, "one process holding both per round, the default")
     lo_k, hi_k = SIZES[0], SIZES[-1]
     print(f"\nreplay and checks took {time.perf_counter() - t0:.0f} s")
     print(f"summary: +10 % regression at threshold 5 %: caught in {fails[(lo_k, 5.0, 1.10)]} of {TRIALS} trials "
@@ -329,8 +360,10 @@ def main() -> int:
           f"{by_scheme[(hi_k, 5.0)]['interleaved']}; a regression exactly on the 5 % limit failed "
           f"{fails[(lo_k, 5.0, 1.05)]} of {TRIALS} with {lo_k} processes, {fails[(hi_k, 5.0, 1.05)]} with {hi_k} "
           "(a 95 % two-sided interval should fail at most ~2.5 %)")
-    p5 = {s: paired[(5.0, s)] for s in SCALES}
-    print(f"summary, side by side at threshold 5 %: +10 % caught in {p5[1.10]['regression']} of {TRIALS} "
-          f"(undecided {p5[1.10]['undecided']}); x1.00 passed {p5[1.0]['within']}, false alarms "
-          f"{p5[1.0]['regression']}, undecided {p5[1.0]['undecided']}; +20 % caught {p5[1.20]['regression']}")
+    for name, got in (("in one process (default)", paired), ("a process each", processes)):
+        p5 = {s: got[(5.0, s)] for s in SCALES}
+        print(f"summary, side by side {name} at threshold 5 %: +10 % caught in {p5[1.10]['regression']} of "
+              f"{TRIALS} (undecided {p5[1.10]['undecided']}, passed {p5[1.10]['within']}); x1.00 passed "
+              f"{p5[1.0]['within']}, false alarms {p5[1.0]['regression']}, undecided {p5[1.0]['undecided']}; "
+              f"+20 % caught {p5[1.20]['regression']}")
     return 0
