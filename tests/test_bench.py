@@ -285,3 +285,47 @@ def test_the_bench_loop_puts_device_metrics_in_the_bench_object_only_with_a_refe
     assert [len(p) for p in with_ref.latencies["small.fp32.tflite"]] == [3]
     without = bench_each([arts["fp32"]], BenchRequest(config, 1, data), _Recorder()).outcomes[0]
     assert without.ok and "metrics" not in without.bench and without.metrics["samples"] == 300
+
+
+def test_an_int8_slower_than_its_fp32_sibling_is_flagged_by_hand():
+    from edgeprep.stages.bench import flag_slower_int8
+
+    def entry(fmt, precision, p50, processes, device=None):
+        return {"format": fmt, "precision": precision, "device": device,
+                "bench": {"status": "ok", "latency_ms": {"p50": p50}, "process_p50_ms": processes}}
+    entries = [entry("tflite", "fp32", 0.10, [0.09, 0.11]), entry("tflite", "int8", 0.23, [0.2, 0.25]),
+               entry("openvino", "fp32", 0.30, [0.3]), entry("openvino", "int8", 0.31, [0.29, 0.33]),
+               entry("tflite", "fp32", 0.5, [0.5], device="pi"), entry("tflite", "int8", 0.2, [0.2], device="pi")]
+    marks = flag_slower_int8(entries)
+    assert marks == [{"ratio": 2.3, "fp32_p50_ms": 0.10, "int8_p50_ms": 0.23, "every_process": True}]
+    assert entries[1]["bench"]["slower_than_fp32"] is marks[0]
+    assert "slower_than_fp32" not in entries[3]["bench"]       # +3 %: within the margin
+    assert "slower_than_fp32" not in entries[5]["bench"]       # the device's own fp32 is the sibling: faster
+    entries[0]["bench"]["status"] = "error"                     # no fp32 measurement: nothing to compare with
+    assert flag_slower_int8([entries[0], entry("tflite", "int8", 9.0, [9.0])]) == []
+
+
+@pytest.mark.slow
+def test_edgeprep_bench_says_when_int8_is_slower_than_fp32(tmp_path, loud_cli):
+    """MobileNetV3Small (committed, trained on Fashion-MNIST) under LiteRT's XNNPACK: its int8 is slower than its
+    fp32 on x86 (issue 16 measured 2.3x with the vendor's tool); the report and the console say so."""
+    from conftest import DATA_DIR, ROOT
+
+    from edgeprep.config.formats import TFLiteOptions
+    from edgeprep.data import load_data
+    from edgeprep.models import load_model
+    from edgeprep.stages.convert import convert
+
+    model = load_model(ROOT / "examples" / "hard" / "mobilenetv3_small_fmnist.keras")
+    convert(model, "tflite", "fp32", TFLiteOptions(), tmp_path / "mnv3.fp32.tflite")
+    convert(model, "tflite", "int8", TFLiteOptions(), tmp_path / "mnv3.int8.tflite",
+            calibration=load_data(DATA_DIR / "fashion_mnist_96rgb.toml").calibration, calibration_samples=32)
+    proc = loud_cli("bench", str(tmp_path / "mnv3.fp32.tflite"), str(tmp_path / "mnv3.int8.tflite"),
+                    "--threads", "1", "--runs", "60", "--out", str(tmp_path / "out"), "--no-history")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    by = {a["precision"]: a for a in report["artifacts"]}
+    mark = by["int8"]["bench"]["slower_than_fp32"]
+    assert mark["ratio"] > 1.05 and mark["int8_p50_ms"] > mark["fp32_p50_ms"]
+    assert "slower_than_fp32" not in by["fp32"]["bench"]
+    assert "tflite int8 is slower than its fp32 sibling" in " ".join(proc.stderr.split())

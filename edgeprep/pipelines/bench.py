@@ -18,7 +18,14 @@ from edgeprep.errors import ConfigError, InputError, RuntimeUnavailable
 from edgeprep.outputs import run_dir_out, staged_dir
 from edgeprep.pipelines.fleet import check_device_step, combined_report, dir_name, fan_out, parse_targets
 from edgeprep.progress import Reporter
-from edgeprep.stages.bench import BenchOutcome, BenchRequest, attach, bench_each, write_device_data
+from edgeprep.stages.bench import (
+    BenchOutcome,
+    BenchRequest,
+    attach,
+    bench_each,
+    flag_slower_int8,
+    write_device_data,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +127,7 @@ def _execute(plan: _Plan, inputs: BenchInputs, staging: Path, reporter, unavaila
     results = bench_each(plan.arts, BenchRequest(plan.config, plan.threads, prepared.npz, unavailable=unavailable),
                          reporter, by_file_name=True)
     entries = _entries(plan, results.outcomes, prepared, staging)
+    flag_slower_int8(entries, reporter)
     report = build_report(command="bench", model=prepared.model, artifacts=entries,
                           target=target_entry(plan.target), data=prepared.described, reference=prepared.reference,
                           stages=[{"name": "bench", "seconds": round(time.perf_counter() - start, 3)}])

@@ -214,13 +214,46 @@ def bench_each(artifacts: Sequence[Artifact], request: BenchRequest, reporter: R
     return BenchResults(tuple(outcomes), latencies)
 
 
+SLOWER_MARGIN = 1.05     # an int8 median this much above its fp32 sibling's is flagged as slower
+
+
+def flag_slower_int8(entries: list[dict], reporter: Reporter | None = None) -> list[dict]:
+    """Mark (``bench.slower_than_fp32``) and warn about every int8 artifact whose median latency is above its fp32
+    sibling's (the same format, on the same device) by more than ``SLOWER_MARGIN``: a user deploying int8 for speed
+    gets a slower model there. Returns the marks."""
+    def p50(entry):
+        bench = entry.get("bench") or {}
+        return (bench.get("latency_ms") or {}).get("p50") if bench.get("status") == "ok" else None
+
+    fp32 = {(e.get("format"), e.get("device")): e for e in entries if e.get("precision") == "fp32" and p50(e)}
+    marks = []
+    for e in entries:
+        base = fp32.get((e.get("format"), e.get("device")))
+        if e.get("precision") != "int8" or base is None or not p50(e) or p50(e) < SLOWER_MARGIN * p50(base):
+            continue
+        slower, faster = e["bench"].get("process_p50_ms") or [], base["bench"].get("process_p50_ms") or []
+        mark = {"ratio": round(p50(e) / p50(base), 3), "fp32_p50_ms": p50(base), "int8_p50_ms": p50(e),
+                "every_process": bool(slower and faster and min(slower) > max(faster))}
+        e["bench"]["slower_than_fp32"] = mark
+        marks.append(mark)
+        if reporter is not None:
+            label = f"{e.get('format')} int8" + (f" on {e['device']}" if e.get("device") else "")
+            reporter.warn(f"{label} is slower than its fp32 sibling: p50 {mark['int8_p50_ms']:.4g} ms vs "
+                          f"{mark['fp32_p50_ms']:.4g} ms (x{mark['ratio']:.2f}"
+                          + (", in every benchmark process" if mark["every_process"] else "")
+                          + "): int8 is no speed-up for this model on this device")
+    return marks
+
+
 def bench_entries(artifacts: Sequence[Artifact], entries: list[dict], request: BenchRequest, reporter: Reporter,
                   directory: Path) -> BenchResults:
-    """``bench_each`` for artifacts already in a report: each outcome attached to its entry (``attach``) and the
-    raw latencies written to ``directory``/latencies.json."""
+    """``bench_each`` for artifacts already in a report: each outcome attached to its entry (``attach``), int8
+    artifacts slower than their fp32 sibling flagged (``flag_slower_int8``) and the raw latencies written to
+    ``directory``/latencies.json."""
     pairs = list(zip(artifacts, entries))
     results = bench_each([art for art, _ in pairs], request, reporter)
     for (_, entry), outcome in zip(pairs, results.outcomes):
         attach(entry, outcome)
+    flag_slower_int8(entries, reporter)
     write_latencies(directory, results.latencies)
     return results
