@@ -329,3 +329,26 @@ def test_edgeprep_bench_says_when_int8_is_slower_than_fp32(tmp_path, loud_cli):
     assert mark["ratio"] > 1.05 and mark["int8_p50_ms"] > mark["fp32_p50_ms"]
     assert "slower_than_fp32" not in by["fp32"]["bench"]
     assert "tflite int8 is slower than its fp32 sibling" in " ".join(proc.stderr.split())
+    # why, from the interpreter: XNNPACK has no int8 HARD_SWISH, so each splits the graph into another partition
+    assert "the delegate did not take HARD_SWISH x19" in mark["cause"]
+    int8, fp32 = (by[p]["bench"]["executed_by"]["delegation"] for p in ("int8", "fp32"))
+    assert int8["not_delegated"]["HARD_SWISH"] == 19 and "HARD_SWISH" not in fp32["not_delegated"]
+    assert int8["partitions"] == 20 and fp32["partitions"] == 2
+
+
+def test_delegation_walks_back_from_the_partitions_inputs_by_hand():
+    from device_bench.runners.litert import delegation
+
+    # x(0) -> A -> 1 -> [DELEGATE: B, C] -> 3 -> D -> 4 -> [DELEGATE: E] -> 5 (the output)
+    ops = [{"index": 0, "op_name": "A", "inputs": [0], "outputs": [1]},
+           {"index": 1, "op_name": "B", "inputs": [1], "outputs": [2]},
+           {"index": 2, "op_name": "C", "inputs": [2], "outputs": [3]},
+           {"index": 3, "op_name": "D", "inputs": [3], "outputs": [4]},
+           {"index": 4, "op_name": "E", "inputs": [4], "outputs": [5]},
+           {"index": 5, "op_name": "DELEGATE", "inputs": [1], "outputs": [3]},
+           {"index": 6, "op_name": "DELEGATE", "inputs": [4], "outputs": [5]}]
+    assert delegation(ops, 5) == {"partitions": 2, "ops": 5, "not_delegated": {"A": 1, "D": 1},
+                                  "fully_delegated": False}
+    whole = ops[:5] + [{"index": 5, "op_name": "DELEGATE", "inputs": [0], "outputs": [5]}]
+    assert delegation(whole, 5)["fully_delegated"] and delegation(ops[:5], 5)["not_delegated"] == {
+        "A": 1, "B": 1, "C": 1, "D": 1, "E": 1}

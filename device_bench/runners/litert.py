@@ -72,9 +72,37 @@ class LiteRTSession(Session):
             version = metadata.version("ai-edge-litert")
         except metadata.PackageNotFoundError:
             version = "unknown"
-        return {"runtime": "litert", "version": version, "threads": self.threads,
-                "delegate": "xnnpack" if self.xnnpack else "none (builtin kernels)",
-                "input": self.input.to_dict(), "output": self.output.to_dict()}
+        out = {"runtime": "litert", "version": version, "threads": self.threads,
+               "delegate": "xnnpack" if self.xnnpack else "none (builtin kernels)",
+               "input": self.input.to_dict(), "output": self.output.to_dict()}
+        if self.xnnpack:
+            out["delegation"] = delegation(self._it._get_ops_details(), self._out["index"])
+        return out
+
+
+def delegation(ops: list[dict], output: int) -> dict:
+    """Which ops the delegate took, from the interpreter's node list: the model's ops followed by one ``DELEGATE``
+    node per partition it replaced (whose inputs and outputs are the partition's boundary tensors). An op runs
+    outside the delegate when the delegate or the model's output needs a tensor no partition produces: walking
+    back from those tensors through the producing ops finds every op the builtin kernels execute."""
+    delegates = [o for o in ops if o["op_name"] == "DELEGATE"]
+    model = [o for o in ops if o["op_name"] != "DELEGATE"]
+    made_by_delegate = {t for d in delegates for t in d["outputs"]}
+    producer = {t: o["index"] for o in model for t in o["outputs"]}
+    by_index = {o["index"]: o for o in model}
+    wanted = [t for d in delegates for t in d["inputs"]] + [output]
+    outside: set[int] = set()
+    while wanted:
+        t = wanted.pop()
+        if t in made_by_delegate or t not in producer or producer[t] in outside:
+            continue
+        outside.add(producer[t])
+        wanted.extend(by_index[producer[t]]["inputs"])
+    counts: dict[str, int] = {}
+    for i in sorted(outside):
+        counts[by_index[i]["op_name"]] = counts.get(by_index[i]["op_name"], 0) + 1
+    return {"partitions": len(delegates), "ops": len(model), "not_delegated": counts,
+            "fully_delegated": not outside}
 
 
 @register("litert")

@@ -217,6 +217,22 @@ def bench_each(artifacts: Sequence[Artifact], request: BenchRequest, reporter: R
 SLOWER_MARGIN = 1.05     # an int8 median this much above its fp32 sibling's is flagged as slower
 
 
+def _delegation_cause(int8: dict, fp32: dict) -> str | None:
+    """The ops the delegate left to the builtin kernels in the int8 artifact but not in the fp32 one (LiteRT's
+    ``executed_by.delegation``), in words; None when the runtime does not say."""
+    d8 = ((int8.get("bench") or {}).get("executed_by") or {}).get("delegation")
+    d32 = ((fp32.get("bench") or {}).get("executed_by") or {}).get("delegation") or {}
+    if not d8:
+        return None
+    extra = {op: n - (d32.get("not_delegated") or {}).get(op, 0) for op, n in d8["not_delegated"].items()}
+    extra = {op: n for op, n in extra.items() if n > 0}
+    if not extra:
+        return None
+    ops = ", ".join(f"{op} x{n}" for op, n in sorted(extra.items(), key=lambda kv: -kv[1]))
+    return (f"the delegate did not take {ops} in int8 ({d8['partitions']} delegate partitions against "
+            f"{d32.get('partitions', '?')} in fp32): those run on the builtin kernels between partitions")
+
+
 def flag_slower_int8(entries: list[dict], reporter: Reporter | None = None) -> list[dict]:
     """Mark (``bench.slower_than_fp32``) and warn about every int8 artifact whose median latency is above its fp32
     sibling's (the same format, on the same device) by more than ``SLOWER_MARGIN``: a user deploying int8 for speed
@@ -234,6 +250,9 @@ def flag_slower_int8(entries: list[dict], reporter: Reporter | None = None) -> l
         slower, faster = e["bench"].get("process_p50_ms") or [], base["bench"].get("process_p50_ms") or []
         mark = {"ratio": round(p50(e) / p50(base), 3), "fp32_p50_ms": p50(base), "int8_p50_ms": p50(e),
                 "every_process": bool(slower and faster and min(slower) > max(faster))}
+        cause = _delegation_cause(e, base)
+        if cause:
+            mark["cause"] = cause
         e["bench"]["slower_than_fp32"] = mark
         marks.append(mark)
         if reporter is not None:
@@ -241,7 +260,8 @@ def flag_slower_int8(entries: list[dict], reporter: Reporter | None = None) -> l
             reporter.warn(f"{label} is slower than its fp32 sibling: p50 {mark['int8_p50_ms']:.4g} ms vs "
                           f"{mark['fp32_p50_ms']:.4g} ms (x{mark['ratio']:.2f}"
                           + (", in every benchmark process" if mark["every_process"] else "")
-                          + "): int8 is no speed-up for this model on this device")
+                          + "): int8 is no speed-up for this model on this device"
+                          + (f"; {cause}" if cause else ""))
     return marks
 
 
