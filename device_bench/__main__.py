@@ -42,6 +42,8 @@ def parser() -> argparse.ArgumentParser:
                     help="keep iterating until this much measured time has passed (default 0)")
     ap.add_argument("--options", type=_options, default={}, metavar="JSON", help="runner options as a JSON object")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random timing input (default 0)")
+    ap.add_argument("--profile", action="store_true", help="also record per-op times from the runtime's own "
+                                                            "counters, after the timed loop (OpenVINO)")
     ap.add_argument("--versus", metavar="ARTIFACT", help="a second artifact for the same runtime, timed in the "
                                                          "same loop, iterations alternating (its latencies are in "
                                                          "'versus')")
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         job = bench.Job(args.artifact, runtime, args.threads, args.options, args.runs, args.warmup, args.min_time,
-                        args.data, args.seed, args.versus)
+                        args.data, args.seed, args.versus, args.profile)
         result = bench.run(job)
     except (ArtifactError, RunnerUnavailable, OSError, KeyError, ValueError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -10,7 +10,10 @@ The order is fixed so every figure means the same on every runtime:
    ``InferRequest.latency``, what benchmark_app reports), by the runtime (``timer: "runtime"``; the wall times are
    then in ``wall_latency_ms``);
 4. read the peak RSS again (before any evaluation data is loaded): ``peak_rss_bytes`` and its delta over 1;
-5. with ``data``, run the evaluation set for accuracy, agreement and SQNR.
+5. with ``profile``, where one inference's time goes per op type, from the runtime's own per-node counters
+   (``Session.profile``: OpenVINO's PERF_COUNT; LiteRT's Python API has none, its ``delegation`` says which ops
+   XNNPACK did not take);
+6. with ``data``, run the evaluation set for accuracy, agreement and SQNR.
 
 With ``versus`` (a second artifact for the same runtime) both are loaded and their iterations alternate (A B B A,
 ...) in the one loop of 3: the ratio of their latencies is then measured on the same machine state — frequency,
@@ -50,6 +53,7 @@ class Job:
     data: str | None = None
     seed: int = 0
     versus: str | None = None     # a second artifact, same runtime: timed alternately in this process (``run``)
+    profile: bool = False         # per-op times from the runtime's counters, after the timed loop
 
     def __post_init__(self) -> None:
         if self.runs < 1:
@@ -72,6 +76,8 @@ class Job:
             args += ["--data", path(self.data)]
         if self.versus:
             args += ["--versus", path(self.versus)]
+        if self.profile:
+            args += ["--profile"]
         return args
 
     def to_dict(self) -> dict:
@@ -133,6 +139,8 @@ def run(job: Job) -> dict:
     }
     if timing.wall_ms:
         result["bench"]["wall_latency_ms"] = measure.latency_stats(timing.wall_ms)
+    if job.profile:      # after the peak RSS was read: a profiling compilation must not count as the model's
+        result["profile"] = session.profile(fed, runs=min(job.runs, 50))
     if versus is not None:
         result["versus"] = {"artifact": job.versus, "latency_ms": measure.latency_stats(versus.samples_ms),
                             "latencies_ms": [round(v, 5) for v in versus.samples_ms],

@@ -352,3 +352,24 @@ def test_delegation_walks_back_from_the_partitions_inputs_by_hand():
     whole = ops[:5] + [{"index": 5, "op_name": "DELEGATE", "inputs": [0], "outputs": [5]}]
     assert delegation(whole, 5)["fully_delegated"] and delegation(ops[:5], 5)["not_delegated"] == {
         "A": 1, "B": 1, "C": 1, "D": 1, "E": 1}
+
+
+def test_edgeprep_bench_profile_says_where_the_time_goes(arts, tmp_path, loud_cli):
+    """--profile: OpenVINO's per-node counters summed per op type (the convolutions and the dense layers of the
+    small CNN are nearly all of it); LiteRT says it has none and why; the report validates against the schema."""
+    proc = loud_cli("bench", arts["ov"].path, arts["int8"].path, "--profile", "--threads", "1", "--runs", "30",
+                    "--repeats", "2", "--out", tmp_path / "out", "--no-history")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    by = {a["format"]: a["bench"] for a in report["artifacts"]}
+    ov = by["openvino"]["profile"]
+    assert ov["available"] and ov["runs"] == 30 and ov["total_ms"] > 0
+    assert sum(t["share"] for t in ov["by_type"]) == pytest.approx(1.0, abs=0.01)
+    assert sum(t["ms"] for t in ov["by_type"]) == pytest.approx(ov["total_ms"], rel=1e-3)
+    heavy = {t["type"] for t in ov["by_type"] if t["share"] > 0.05}
+    assert heavy & {"Convolution", "FullyConnected", "GroupConvolution"}, ov["by_type"]
+    assert ov["slowest"][0]["ms"] == max(n["ms"] for n in ov["slowest"])
+    assert "time by op type" in proc.stderr
+    lite = by["tflite"]["profile"]
+    assert lite["available"] is False and "delegation" in lite["reason"]
+    assert by["tflite"]["executed_by"]["delegation"]["partitions"] >= 1

@@ -104,6 +104,11 @@ class Session:
         """What actually executed: runtime, version, threads, precision, delegate."""
         raise NotImplementedError
 
+    def profile(self, fed: np.ndarray, runs: int) -> dict:
+        """Where the time of one inference goes, per op type, from the runtime's own per-node counters (after the
+        timed loop, so counting never slows the measured iterations); a runtime that keeps none says so."""
+        return {"available": False, "reason": f"{type(self).__name__} keeps no per-op timing"}
+
 
 class Runner:
     """Opens artifacts for one runtime. ``formats`` lists file suffixes it executes."""
@@ -125,3 +130,22 @@ class Runner:
 
     def open(self, path: str, threads: int | None = None, options: dict | None = None) -> Session:
         raise NotImplementedError
+
+
+def summarize_profile(nodes: list[dict], source: str, runs: int, top: int = 15) -> dict:
+    """A profile from per-node times (``node``, ``type``, ``ms`` per inference): the share of each op type and the
+    ``top`` slowest nodes, in milliseconds per inference."""
+    total = sum(n["ms"] for n in nodes)
+    by_type: dict[str, dict] = {}
+    for n in nodes:
+        t = by_type.setdefault(n["type"], {"type": n["type"], "count": 0, "ms": 0.0})
+        t["count"] += 1
+        t["ms"] += n["ms"]
+    types = sorted(by_type.values(), key=lambda t: -t["ms"])
+    for t in types:
+        t["ms"] = round(t["ms"], 5)
+        t["share"] = round(t["ms"] / total, 4) if total else 0.0
+    slowest = sorted(nodes, key=lambda n: -n["ms"])[:top]
+    return {"available": True, "source": source, "runs": runs, "total_ms": round(total, 5), "by_type": types,
+            "slowest": [{**n, "ms": round(n["ms"], 5)} for n in slowest]}
+

@@ -79,6 +79,10 @@ class LiteRTSession(Session):
             out["delegation"] = delegation(self._it._get_ops_details(), self._out["index"])
         return out
 
+    def profile(self, fed: np.ndarray, runs: int) -> dict:
+        return {"available": False, "reason": "LiteRT's Python interpreter exposes no per-op timing; "
+                                              "runtime.delegation lists the ops XNNPACK did not take"}
+
 
 def delegation(ops: list[dict], output: int) -> dict:
     """Which ops the delegate took, from the interpreter's node list: the model's ops followed by one ``DELEGATE``

@@ -12,7 +12,14 @@ import os
 import numpy as np
 
 from device_bench.runners import register
-from device_bench.runners.base import ArtifactError, Runner, RunnerUnavailable, Session, TensorSpec
+from device_bench.runners.base import (
+    ArtifactError,
+    Runner,
+    RunnerUnavailable,
+    Session,
+    TensorSpec,
+    summarize_profile,
+)
 
 _PRECISIONS = {"f32", "bf16", "f16", "default"}
 
@@ -49,6 +56,7 @@ class OpenVINOSession(Session):
         self.output = TensorSpec(port_out.get_any_name(), oshape, "float32")
         self.threads, self.device, self.requested_precision, self.hint = threads, device, precision, hint
         self.version = ov.get_version()
+        self._core, self._model, self._config = core, model, config
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
         # Point the request's input at the fed array (no copy) only when it is a new array, then run inference
@@ -75,6 +83,23 @@ class OpenVINOSession(Session):
             p = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else "n/a"
             counts[p] = counts.get(p, 0) + 1
         return counts
+
+    def profile(self, fed: np.ndarray, runs: int) -> dict:
+        """OpenVINO's per-node performance counters (``PERF_COUNT``) of a second compilation with the same
+        configuration, averaged over ``runs`` inferences: real time per node and per executed layer type."""
+        compiled = self._core.compile_model(self._model, self.device, {**self._config, "PERF_COUNT": True})
+        request = compiled.create_infer_request()
+        request.set_input_tensor(self._ov.Tensor(np.ascontiguousarray(fed)))
+        request.infer()                       # first inference: not counted
+        nodes: dict[str, dict] = {}
+        for _ in range(runs):
+            request.infer()
+            for info in request.profiling_info:
+                if str(info.status).endswith("EXECUTED"):
+                    n = nodes.setdefault(info.node_name, {"node": info.node_name, "type": info.node_type,
+                                                          "exec_type": info.exec_type, "ms": 0.0})
+                    n["ms"] += info.real_time.total_seconds() * 1e3 / runs
+        return summarize_profile(list(nodes.values()), "OpenVINO PERF_COUNT real_time", runs)
 
     def describe(self) -> dict:
         return {"runtime": "openvino", "version": self.version, "device": self.device, "threads": self.threads,

@@ -41,6 +41,9 @@ from edgeprep.commands._common import (
               help="Stop a benchmark still running after this long and report it as an error (default 300).")
 @click.option("--instructions", is_flag=True, default=None,
               help="Also count instructions per inference with valgrind's callgrind (1 thread; slow).")
+@click.option("--profile", is_flag=True, default=None,
+              help="Also record where the time goes per op type and the slowest nodes, from the runtime's own "
+                   "per-node counters (OpenVINO); LiteRT reports which ops XNNPACK did not take instead.")
 @click.option("--samples", type=click.IntRange(min=1), help="Evaluate on the first N samples of --data only.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), metavar="DIR", default=Path("runs/bench"),
               show_default=True, help="Report directory: report.json, latencies.json, summary.md, report.html, "
@@ -55,7 +58,8 @@ from edgeprep.commands._common import (
 def bench(ctx: click.Context, artifacts: tuple[Path, ...], target_name: str | None, targets_csv: str | None,
           data: Path | None, model: Path | None, threads: int | None, runs: int | None, repeats: int | None,
           warmup: int | None, min_time: float | None, timeout: float | None, instructions: bool | None,
-          samples: int | None, out: Path, history_path: Path | None, no_history: bool, **kw) -> int:
+          profile: bool | None, samples: int | None, out: Path, history_path: Path | None, no_history: bool,
+          **kw) -> int:
     """Benchmark ARTIFACTS (.tflite, OpenVINO .xml, Core ML .mlpackage) with device_bench, each in a fresh process.
 
     Measures size, load time, first inference, latency (mean, std, min, p50, p90, p99) over the timed
@@ -75,7 +79,7 @@ def bench(ctx: click.Context, artifacts: tuple[Path, ...], target_name: str | No
     reporter = make_reporter(ctx)
     overrides = {k: v for k, v in {"runs": runs, "repeats": repeats, "warmup": warmup, "min_seconds": min_time,
                                    "threads": threads, "timeout_seconds": timeout,
-                                   "instructions": instructions}.items() if v is not None}
+                                   "instructions": instructions, "profile": profile}.items() if v is not None}
     result = run_bench(BenchInputs(artifacts, target_name, targets_csv, data, model, collect_preprocess(kw), samples,
                                    overrides), out, reporter)
     print_table(result.report)

@@ -7,6 +7,7 @@
     min_seconds = 0.0       # ... or keep iterating until this much measured time has passed
     timeout_seconds = 300   # a benchmark still running then is stopped and reported as an error
     instructions = false    # also count instructions per inference with valgrind (callgrind), 1 thread
+    profile = false         # also record where the time goes per op type (OpenVINO's per-node counters)
     transport = "local"     # or "qemu-aarch64" (the emulated ARM64 board) or "ssh" (with a [bench.ssh] table)
     runner = "coreml"       # device_bench runner on the device (default: the one that executes it here)
 
@@ -31,6 +32,7 @@ class BenchConfig:
     timeout_seconds: float = 300.0
     transport: str = "local"            # where the benchmark process runs (device_bench.transports)
     instructions: bool = False          # callgrind instruction count per inference (deterministic cost figure)
+    profile: bool = False               # per-op times from the runtime's counters (OpenVINO), after the timing
     runner: str | None = None           # device_bench runner on the device; default: the one verifying it here
     options: dict = field(default_factory=dict)   # that runner's options (with runner); default: the artifact's
     ssh: SSHConfig | None = None        # [bench.ssh]: the device, for transport = "ssh"

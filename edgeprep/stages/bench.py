@@ -47,7 +47,7 @@ def job_for(artifact: Artifact, config: BenchConfig, threads: int | None, data: 
     runtime, options = (config.runner, dict(config.options)) if config.runner else \
         (artifact.runtime, dict(artifact.runtime_options))
     return Job(str(artifact.path), runtime, config.threads or threads, options, config.runs, config.warmup,
-               config.min_seconds, str(data) if data else None)
+               config.min_seconds, str(data) if data else None, profile=config.profile)
 
 
 def device_entry(result: dict) -> dict:
@@ -71,14 +71,16 @@ def bench_artifact(artifact: Artifact, config: BenchConfig, threads: int | None 
     job = job_for(artifact, config, threads, data)
     results = []
     for i in range(config.repeats):
-        try:   # the evaluation data is read once, by the first process
-            results.append(benchmark(job if i == 0 else replace(job, data=None), config.transport,
+        try:   # the evaluation data is read, and the profile taken, once: by the first process
+            results.append(benchmark(job if i == 0 else replace(job, data=None, profile=False), config.transport,
                                      config.timeout_seconds, **config.transport_settings()))
         except BenchFailed as exc:
             return BenchOutcome({"status": "error", "error": str(exc), "kind": exc.kind, "runner": job.runtime,
                                  "threads": job.threads, "transport": config.transport})
     bench = {"status": "ok", **combine(results), "transport": config.transport, "latencies_file": LATENCIES_FILE,
              "executed_by": results[0]["runtime"], "device": device_entry(results[0])}
+    if results[0].get("profile"):
+        bench["profile"] = results[0]["profile"]
     if config.instructions:
         try:
             bench["instructions"] = count_instructions(Job(job.artifact, job.runtime, 1, job.options),
@@ -109,6 +111,12 @@ def combine(results: list[dict]) -> dict:
             "latency_ms": latency_stats(pooled), "peak_rss_bytes": worst["peak_rss_bytes"],
             "runtime_rss_bytes": worst["runtime_rss_bytes"], "rss_delta_bytes": worst["rss_delta_bytes"],
             "process_p50_ms": [r["bench"]["latency_ms"]["p50"] for r in results]}
+
+
+def profile_line(profile: dict, top: int = 4) -> str:
+    """Where one inference's time goes, in a line: the op types with the largest shares."""
+    parts = [f"{t['type']} {t['share']:.0%} ({t['count']})" for t in profile["by_type"][:top]]
+    return f"time by op type ({profile['total_ms']:.3g} ms counted): " + ", ".join(parts)
 
 
 def failed_check(outcome: BenchOutcome) -> dict | None:
@@ -209,6 +217,8 @@ def bench_each(artifacts: Sequence[Artifact], request: BenchRequest, reporter: R
         outcomes.append(outcome)
         if outcome.ok:
             latencies[art.path.name] = outcome.latencies_ms
+            if (outcome.bench.get("profile") or {}).get("available"):
+                reporter.info(f"{name}: {profile_line(outcome.bench['profile'])}")
         else:
             reporter.warn(f"{name}: benchmark {outcome.bench['status']}: {outcome.bench['error']}")
     return BenchResults(tuple(outcomes), latencies)
