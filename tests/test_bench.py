@@ -301,6 +301,18 @@ def test_an_int8_slower_than_its_fp32_sibling_is_flagged_by_hand():
     assert entries[1]["bench"]["slower_than_fp32"] is marks[0]
     assert "slower_than_fp32" not in entries[3]["bench"]       # +3 %: within the margin
     assert "slower_than_fp32" not in entries[5]["bench"]       # the device's own fp32 is the sibling: faster
+    assert "cause" not in marks[0]                              # the runtime said nothing
+    same = {"partitions": 1, "not_delegated": {"SOFTMAX": 1}}
+    entries[0]["bench"]["executed_by"] = {"delegation": same}
+    entries[1]["bench"]["executed_by"] = {"delegation": same}
+    assert "took the same ops in both" in flag_slower_int8(entries)[0]["cause"]
+    prof = [{"type": "Convolution", "ms": 0.1, "share": 0.5, "count": 2}, {"type": "MVN", "ms": 0.1, "share": 0.5,
+                                                                            "count": 1}]
+    entries[2]["bench"]["profile"] = {"available": True, "by_type": prof}
+    entries[3]["bench"]["latency_ms"]["p50"] = 0.5
+    entries[3]["bench"]["profile"] = {"available": True, "by_type": [{**prof[0], "ms": 0.35}, prof[1]]}
+    cause = [m for m in flag_slower_int8(entries) if m["int8_p50_ms"] == 0.5][0]["cause"]
+    assert cause == "per-op counters, int8 against fp32: Convolution +0.25 ms"
     entries[0]["bench"]["status"] = "error"                     # no fp32 measurement: nothing to compare with
     assert flag_slower_int8([entries[0], entry("tflite", "int8", 9.0, [9.0])]) == []
 

@@ -227,20 +227,28 @@ def bench_each(artifacts: Sequence[Artifact], request: BenchRequest, reporter: R
 SLOWER_MARGIN = 1.05     # an int8 median this much above its fp32 sibling's is flagged as slower
 
 
-def _delegation_cause(int8: dict, fp32: dict) -> str | None:
-    """The ops the delegate left to the builtin kernels in the int8 artifact but not in the fp32 one (LiteRT's
-    ``executed_by.delegation``), in words; None when the runtime does not say."""
-    d8 = ((int8.get("bench") or {}).get("executed_by") or {}).get("delegation")
-    d32 = ((fp32.get("bench") or {}).get("executed_by") or {}).get("delegation") or {}
-    if not d8:
-        return None
-    extra = {op: n - (d32.get("not_delegated") or {}).get(op, 0) for op, n in d8["not_delegated"].items()}
-    extra = {op: n for op, n in extra.items() if n > 0}
-    if not extra:
-        return None
-    ops = ", ".join(f"{op} x{n}" for op, n in sorted(extra.items(), key=lambda kv: -kv[1]))
-    return (f"the delegate did not take {ops} in int8 ({d8['partitions']} delegate partitions against "
-            f"{d32.get('partitions', '?')} in fp32): those run on the builtin kernels between partitions")
+def _slower_cause(int8: dict, fp32: dict) -> str | None:
+    """Why the int8 artifact is slower, from what the runtime recorded; None when it says nothing."""
+    b8, b32 = int8.get("bench") or {}, fp32.get("bench") or {}
+    d8 = (b8.get("executed_by") or {}).get("delegation")
+    d32 = (b32.get("executed_by") or {}).get("delegation") or {}
+    if d8:
+        extra = {op: n - (d32.get("not_delegated") or {}).get(op, 0) for op, n in d8["not_delegated"].items()}
+        extra = {op: n for op, n in extra.items() if n > 0}
+        if extra:
+            ops = ", ".join(f"{op} x{n}" for op, n in sorted(extra.items(), key=lambda kv: -kv[1]))
+            return (f"the delegate did not take {ops} in int8 ({d8['partitions']} delegate partitions against "
+                    f"{d32.get('partitions', '?')} in fp32): those run on the builtin kernels between partitions")
+        return ("the delegate took the same ops in both: its int8 kernels are slower than its fp32 ones for this "
+                "model on this CPU")
+    p8, p32 = b8.get("profile") or {}, b32.get("profile") or {}
+    if p8.get("available") and p32.get("available"):
+        before = {t["type"]: t["ms"] for t in p32["by_type"]}
+        grew = sorted(((t["ms"] - before.get(t["type"], 0.0), t["type"]) for t in p8["by_type"]), reverse=True)
+        parts = [f"{name} +{ms:.3g} ms" for ms, name in grew[:3] if ms > 0]
+        if parts:
+            return "per-op counters, int8 against fp32: " + ", ".join(parts)
+    return None
 
 
 def flag_slower_int8(entries: list[dict], reporter: Reporter | None = None) -> list[dict]:
@@ -260,7 +268,7 @@ def flag_slower_int8(entries: list[dict], reporter: Reporter | None = None) -> l
         slower, faster = e["bench"].get("process_p50_ms") or [], base["bench"].get("process_p50_ms") or []
         mark = {"ratio": round(p50(e) / p50(base), 3), "fp32_p50_ms": p50(base), "int8_p50_ms": p50(e),
                 "every_process": bool(slower and faster and min(slower) > max(faster))}
-        cause = _delegation_cause(e, base)
+        cause = _slower_cause(e, base)
         if cause:
             mark["cause"] = cause
         e["bench"]["slower_than_fp32"] = mark
