@@ -14,8 +14,9 @@ undecided then is reported as such, never as a pass. Looking after every round a
 raises the error rates of a single look. Simulated with log-normal rounds of 10 % spread (``tests/test_paired.py``,
 200 trials each), the defaults (8 to 60 rounds, 95 % per look) caught +10 % against a 5 % limit in 195 trials
 (1 passed, 4 undecided) after a median of 15 rounds, and passed 194 change-free candidates (no false alarm, 6
-undecided); a candidate right on the limit fails in about 1 of 7. Measured on real rounds in
-``make bench ONLY=gate_power``.
+undecided); a candidate right on the limit fails in about 1 of 7. On real rounds of one process holding both
+artifacts (``make bench ONLY=gate_power``, a heavily loaded machine, log-ratio spread 0.07) +10 % was caught in 60 of
+60 replayed trials, x1.00 passed in 60, after a median of 9-10 rounds (about 4 s).
 """
 
 from __future__ import annotations
