@@ -132,6 +132,9 @@ def gate_report(req: GateRequest, show: Callable[[dict], None] = lambda _result:
                 progress: Callable[[str], None] = lambda _m: None) -> GateOutcome:
     """Judge ``req.report``; ``show(result)`` is called with the verdicts before any file is written,
     ``progress(message)`` after each side-by-side round (``--rebench``)."""
+    if req.rebench and req.baseline is None:
+        raise InputError("--rebench needs --baseline naming a run directory: a history entry has no artifacts",
+                         "give the baseline's run directory (or its report.json beside the artifacts)")
     for option, path, kind in (("--markdown", req.markdown, "markdown"), ("--junit", req.junit, "junit"),
                                ("--html", req.html, "html"), ("--json", req.json, "json"),
                                ("--baseline", req.baseline if req.update_baseline else None, "json")):
@@ -161,9 +164,6 @@ def gate_report(req: GateRequest, show: Callable[[dict], None] = lambda _result:
         base = load_report(req.baseline)
         base_dir = req.baseline if req.baseline.is_dir() else req.baseline.parent
     base_latencies = {} if req.rebench else read_latencies(base, base_dir)
-    if req.rebench and req.baseline is None:
-        raise InputError("--rebench needs --baseline naming a run directory: a history entry has no artifacts",
-                         "give the baseline's run directory (or its report.json beside the artifacts)")
     compared = _rebench(req, report, directory, base, base_dir, gates, progress) if req.rebench else None
     result = evaluate(report, base, gates, latencies, base_latencies, compared)
     if compared:
