@@ -105,6 +105,95 @@ def test_adaround_weights_lie_on_the_grid_and_beat_nearest_rounding(data):
     assert r.flipped > 0 and r.mse < r.mse_nearest
 
 
+def test_adaround_trains_each_layer_on_the_same_op(data):
+    """The training loop's form of each layer's op (a matrix product over input patches for the few-channel c1, over
+    the pixels a strided 1x1 convolution reads, for a SeparableConv2D's pointwise half) computes ``apply_linear``."""
+    import keras
+    import tensorflow as tf
+
+    from edgeprep.ptq import adaround
+    from edgeprep.qat.model import apply_linear, kernel_kind
+
+    model = _tiny()
+    x = _x(data, 16)
+    pw = keras.layers.Conv2D(12, 1, strides=2, name="pw")
+    pw.build((None, 14, 14, 8))
+
+    def mid(t):
+        return tf.quantization.fake_quant_with_min_max_vars(t, -1.0, 3.0, num_bits=8)
+
+    c1 = model.get_layer("c1")(x)
+    inputs = {"c1": x, "pw": c1.numpy(), "sep": model.get_layer("c2")(c1).numpy(),
+              "head": np.random.default_rng(0).normal(size=(16, 16)).astype(np.float32)}
+    for layer in (model.get_layer("c1"), pw, model.get_layer("sep"), model.get_layer("head")):
+        kind = kernel_kind(layer)
+        w = (layer.depthwise_kernel.numpy(), layer.pointwise_kernel.numpy()) if kind == "separable" else \
+            layer.kernel.numpy()
+        xs, op = adaround._training_op(layer, kind, mid, inputs[layer.name])
+        np.testing.assert_allclose(op(xs, w), apply_linear(layer, inputs[layer.name], w, mid), atol=1e-4,
+                                   err_msg=layer.name)
+
+
+@pytest.mark.parametrize("xla", [False, True])
+def test_adaround_step_follows_the_gradient_of_its_loss(monkeypatch, xla):
+    """One step of the written-out update (the loss's gradient chained through the soft rounding, the regulariser's
+    added, Adam) is what differentiating ``λ reg + Σ g w(v)`` and Keras's Adam give, with and without XLA."""
+    import keras
+    import tensorflow as tf
+
+    from edgeprep.ptq import adaround
+    from edgeprep.ptq.adaround import GAMMA, ZETA
+
+    monkeypatch.setattr(adaround, "XLA_MIN_WORK", 0 if xla else float("inf"))
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(3, 3, 8, 16)).astype(np.float32)
+    k = adaround._Kernel.of(w, "conv")
+    v0 = k.init + rng.normal(scale=2.0, size=w.shape).astype(np.float32)     # h inside and outside (0, 1)
+    gw = rng.normal(size=w.shape).astype(np.float32)
+    cfg = adaround.AdaRoundConfig(iterations=10, warm_up=0.0)       # the regulariser on from the first step (β 20)
+    vs, ms, _, ws = adaround._updater([k], cfg)(tf.constant(0), [tf.constant(v0)], [tf.zeros_like(v0)],
+                                                 [tf.zeros_like(v0)], [tf.constant(gw)])
+    v = tf.Variable(v0)
+    with tf.GradientTape() as tape:
+        h = tf.clip_by_value(tf.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
+        kernel = k.scale * tf.clip_by_value(tf.where(k.free > 0, k.base + h, k.base), -127.0, 127.0)
+        total = tf.reduce_sum(kernel * gw) + cfg.reg_weight * tf.reduce_sum(1.0 - tf.pow(tf.abs(2.0 * h - 1.0), 20.0))
+    grad = tape.gradient(total, v)
+    np.testing.assert_allclose(ms[0] / (1 - 0.9), grad, rtol=1e-4, atol=1e-7)       # Adam's first moment: the gradient
+    keras.optimizers.Adam(cfg.learning_rate).apply_gradients([(grad, v)])
+    np.testing.assert_allclose(vs[0], v.numpy(), rtol=1e-5, atol=1e-6)
+    h = np.clip(1 / (1 + np.exp(-vs[0].numpy())) * (ZETA - GAMMA) + GAMMA, 0, 1)
+    np.testing.assert_allclose(ws[0], k.scale * (k.base + k.free * h), rtol=1e-5, atol=1e-7)
+
+
+def test_walk_reads_what_a_pass_from_the_input_reads(data):
+    """A ``Walk`` resumed layer by layer reads each linear step's input and output as a pass from the model input
+    does, also after a layer it read changed (it runs that layer again) and past one it left (it does not)."""
+    from edgeprep.ptq.grid import nearest_kernels
+    from edgeprep.ptq.walk import Walk
+    from edgeprep.qat.model import Mode, QATModel
+
+    model = _tiny()
+    x = _x(data, 32)
+    probe = QATModel(model, ranges={}, state=None, _calibrating=True)
+    probe(x, Mode(quantize=False, record=True))
+    qat = QATModel(model, {k: (float(np.min(v)), float(np.max(v))) for k, v in probe.recorded.items()})
+    qat.prepare_export()
+    names = ["c1", "c2", "sep", "head"]
+    mode = Mode(quantize=True, export=True)
+    walk = Walk(qat, [x[:20], x[20:]], mode)
+    for name in names:
+        got = walk.tap(name, "in")
+        qat(x, Mode(quantize=True, export=True, taps=frozenset({name})))
+        np.testing.assert_allclose(got, qat.recorded[f"{name}/@in"], atol=1e-6, err_msg=name)
+        w, b = qat.export_weights[name]
+        qat.overrides[name] = (nearest_kernels(w, "separable" if name == "sep" else "dense" if name == "head"
+                                               else "conv"), b + 0.1)
+        out = walk.tap(name, "out", again=False)
+        qat(x, Mode(quantize=True, export=True, taps=frozenset({name})))
+        np.testing.assert_allclose(out, qat.recorded[f"{name}/@out"], atol=1e-5, err_msg=name)
+
+
 @pytest.fixture(scope="module")
 def quantized(data):
     from edgeprep.ptq.adaround import AdaRoundConfig

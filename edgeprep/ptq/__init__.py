@@ -11,5 +11,6 @@ algorithms then work on the Keras graph and on the fake-quant plan of ``edgeprep
 The result (``QuantParams``: ranges and, per linear layer, the rounded kernel and corrected bias) is applied to a
 ``QATModel``; its fake-quant graph has fixed ranges and kernels already on the int8 grid, so TFLite (all-int8) and
 OpenVINO (FakeQuantize) carry the same integers, and Core ML's 8-bit per-channel weights reproduce the same grid.
-``optimize.quantize_params`` runs the chosen algorithms in order.
+``optimize.quantize_params`` runs the chosen algorithms in order; AdaRound and bias correction read each layer's
+input and output from passes that resume where the previous layer's stopped (``walk``).
 """

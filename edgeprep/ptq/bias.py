@@ -12,16 +12,15 @@ from __future__ import annotations
 import numpy as np
 
 
-def channel_means(qat, batches, quantize: bool, names: frozenset, until: str | None = None,
-                  activations: bool = True) -> dict[str, np.ndarray]:
-    """The mean over samples and positions of each named linear layer's pre-activation output, per channel
-    (``until``: the pass stops after that step). ``qat.prepare_export()`` has run."""
+def channel_means(qat, batches, quantize: bool, names: frozenset, activations: bool = True) -> dict[str, np.ndarray]:
+    """The mean over samples and positions of each named linear layer's pre-activation output, per channel.
+    ``qat.prepare_export()`` has run."""
     from edgeprep.qat.model import Mode
 
     sums: dict[str, np.ndarray] = {}
     count: dict[str, int] = {}
     for x in batches:
-        qat(x, Mode(quantize=quantize, export=True, taps=names, until=until, activations=activations))
+        qat(x, Mode(quantize=quantize, export=True, taps=names, activations=activations))
         for name in names:
             y = np.asarray(qat.recorded[f"{name}/@out"], np.float64)
             y = y.reshape(-1, y.shape[-1])
@@ -33,15 +32,26 @@ def channel_means(qat, batches, quantize: bool, names: frozenset, until: str | N
 def correct(qat, batches, names: list[str], progress=None, activations: bool = True) -> dict[str, dict]:
     """Correct the biases of the ``names`` linear steps of ``qat`` (in execution order; their kernels already in
     ``qat.overrides``), each measured with every layer before it corrected. Returns, per layer, the mean absolute
-    per-channel error before and after. ``batches`` is a list (it is read once per layer)."""
+    per-channel error before and after (measured with every layer up to it corrected, as the final graph has it).
+    ``batches`` is a list."""
+    from edgeprep.ptq.walk import Walk
+    from edgeprep.qat.model import Mode
+
     ref = channel_means(qat, batches, False, frozenset(names))
     before = channel_means(qat, batches, True, frozenset(names), activations=activations)
+    walk = Walk(qat, batches, Mode(quantize=True, export=True, activations=activations))
+    after = {}
     for i, name in enumerate(names):
         if progress:
             progress(i)
-        got = channel_means(qat, batches, True, frozenset({name}), until=name, activations=activations)[name]
+        got = _mean(walk.tap(name, "out"))
         w, b = qat.overrides[name]
         qat.overrides[name] = (w, (np.asarray(b, np.float32) + (ref[name] - got)).astype(np.float32))
-    after = channel_means(qat, batches, True, frozenset(names), activations=activations)
+        after[name] = _mean(walk.tap(name, "out", again=False))
     return {n: {"mean_error_before": round(float(np.mean(np.abs(ref[n] - before[n]))), 6),
                 "mean_error_after": round(float(np.mean(np.abs(ref[n] - after[n]))), 6)} for n in names}
+
+
+def _mean(y: np.ndarray) -> np.ndarray:
+    """The mean of a layer's output per channel (over samples and positions), accumulated in float64."""
+    return y.reshape(-1, y.shape[-1]).mean(axis=0, dtype=np.float64).astype(np.float32)

@@ -55,20 +55,43 @@ def _fused_relu(step):
     return None
 
 
-def _run(qat, batches, mode, key):
-    out = []
-    for x in batches:
-        qat(x, mode)
-        out.append(np.asarray(qat.recorded[key], np.float32))
-    return np.concatenate(out)
+def _adaround(qat, linear: list, batches: list, chosen: dict, act: bool, cfg: AdaRoundConfig) -> list[dict]:
+    """Round each linear step's kernel with AdaRound, in execution order, into ``qat.overrides``: its input from
+    the quantized graph (the layers before it rounded), its target from the float graph. Returns what each did."""
+    from edgeprep.ptq import adaround
+    from edgeprep.ptq.walk import Walk
+    from edgeprep.qat.model import Mode, kernel_kind, mid_point
+
+    floats = Walk(qat, batches, Mode(quantize=False, export=True))
+    quantized = Walk(qat, batches, Mode(quantize=True, export=True, activations=act))
+    per_layer = []
+    for s in linear:
+        t_layer = time.perf_counter()
+        target, x = floats.tap(s.name, "out", again=False), quantized.tap(s.name, "in")
+        w, b = qat.export_weights[s.name]
+        kind = kernel_kind(s.layer)
+        mid = _fake_quant(*chosen[mid_point(s)]) if mid_point(s) and act else None
+        r = adaround.round_layer(s.layer, kind, w if kind == "separable" else (w,), b, x, target, _fused_relu(s),
+                                 cfg, mid)
+        qat.overrides[s.name] = (r.kernels if kind == "separable" else r.kernels[0], b)
+        per_layer.append({"layer": s.name, "mse_nearest": r.mse_nearest, "mse": r.mse,
+                          "flipped": round(r.flipped, 4), "seconds": round(time.perf_counter() - t_layer, 2)})
+    return per_layer
+
+
+def _fake_quant(lo: float, hi: float):
+    """The int8 activation quantizer with a fixed range (a SeparableConv2D's inner tensor), as a function."""
+    import tensorflow as tf
+
+    return lambda y: tf.quantization.fake_quant_with_min_max_vars(y, lo, hi, num_bits=8)
 
 
 def quantize_params(model, calibration, settings: PTQSettings, progress=None) -> tuple[object, dict]:
     """The quantized graph of ``model`` (a Keras model, BatchNorm folded or not) with the algorithms of
     ``settings`` applied, and what each did. ``progress(msg)`` is called as each algorithm starts."""
-    from edgeprep.ptq import adaround, bias, cle, ranges, stats
+    from edgeprep.ptq import bias, cle, ranges, stats
     from edgeprep.ptq.grid import nearest_kernels
-    from edgeprep.qat.model import Mode, QATModel, kernel_kind, mid_point
+    from edgeprep.qat.model import QATModel, kernel_kind
 
     say = progress or (lambda _m: None)
     account: dict = {"settings": {k: v for k, v in asdict(settings).items() if k != "adaround_config"},
@@ -95,35 +118,12 @@ def quantize_params(model, calibration, settings: PTQSettings, progress=None) ->
     qat = QATModel(work, chosen)
     qat.prepare_export()      # the folded float kernels, once: the algorithms change only ``qat.overrides``
     act = settings.activations == "int8"
-    sub = _batches(calibration, settings.samples, 32)
+    sub = _batches(calibration, settings.samples, 128)     # large batches: the passes run eagerly, step by step
     linear = [s for s in qat.steps if s.kind == "linear"]
     if settings.adaround:
         t = time.perf_counter()
-        per_layer = []
         say(f"AdaRound, {len(linear)} layers x {settings.adaround_config.iterations} iterations")
-        for s in linear:
-            t_layer = time.perf_counter()
-            taps = frozenset({s.name})
-            target = _run(qat, sub, Mode(quantize=False, export=True, taps=taps, until=s.name), f"{s.name}/@out")
-            x = _run(qat, sub, Mode(quantize=True, export=True, taps=taps, until=s.name, activations=act),
-                     f"{s.name}/@in")
-            w, b = qat.export_weights[s.name]
-            kind = kernel_kind(s.layer)
-            kernels = w if kind == "separable" else (w,)
-            mid = None
-            if mid_point(s) and act:
-                lo, hi = chosen[mid_point(s)]
-
-                def mid(y, lo=lo, hi=hi):
-                    import tensorflow as tf
-
-                    return tf.quantization.fake_quant_with_min_max_vars(y, lo, hi, num_bits=8)
-            r = adaround.round_layer(s.layer, kind, kernels, b, x, target, _fused_relu(s),
-                                     settings.adaround_config, mid)
-            qat.overrides[s.name] = (r.kernels if kind == "separable" else r.kernels[0], b)
-            per_layer.append({"layer": s.name, "mse_nearest": r.mse_nearest, "mse": r.mse,
-                              "flipped": round(r.flipped, 4), "seconds": round(time.perf_counter() - t_layer, 2)})
-        account["adaround"] = per_layer
+        account["adaround"] = _adaround(qat, linear, sub, chosen, act, settings.adaround_config)
         account["seconds"]["adaround"] = round(time.perf_counter() - t, 2)
     if settings.bias_correction:
         t = time.perf_counter()

@@ -82,7 +82,6 @@ class Mode:
     # linear steps whose input and pre-activation output are kept in ``QATModel.recorded`` as ``<name>/@in``
     # and ``<name>/@out`` (post-training algorithms: bias correction, AdaRound)
     taps: frozenset = frozenset()
-    until: str | None = None   # stop after this step (its output is returned): partial passes for ``taps``
     # False: weights quantized, activations left float (16-bit activations, weight-only int8)
     activations: bool = True
     snap: bool = False         # export: quantized weights as float constants on the grid (no FakeQuant op)
@@ -184,29 +183,33 @@ class QATModel:
     def __call__(self, x, mode: Mode):
         """Returns ``(output, logits, bn_divergence)``; ``logits`` is the pre-softmax tensor when the model
         ends in a softmax, and ``bn_divergence`` maps folded BN names to a per-replica divergence scalar."""
-        import tensorflow as tf
-
-        values: dict[int, object] = {}
-        fn_inputs = self._graph.inputs
-        values[id(fn_inputs[0])] = x
         self._logits = None
         self._divergence = {}
         self.recorded = {}
-        for s in self.steps:
-            if s.kind == "input":
-                out = self._act_quant(s, x, mode)
-                for t in s.node.outputs:
-                    values[id(t)] = out
-                continue
-            args, kwargs = s.node.arguments.fill_in(values)
-            with tf.name_scope(s.name):         # converted graphs name their ops after the Keras layer
-                out = self._step(s, args, kwargs, mode)
-            for t in s.node.outputs:
-                values[id(t)] = out
-            if s.name == mode.until:
-                return out, out, dict(self._divergence)
+        values = self.start(x)
+        self.run_steps(values, self.steps, mode)
         out = values[id(self._graph.outputs[0])]
         return out, (self._logits if self._logits is not None else out), dict(self._divergence)
+
+    def start(self, x) -> dict:
+        """The tensors of a pass before its first step: the model input (``run_steps`` adds the others)."""
+        return {id(self._graph.inputs[0]): x}
+
+    def run_steps(self, values: dict, steps, mode: Mode) -> None:
+        """Run ``steps`` (consecutive, in order) on ``values`` (Keras tensor id -> value, from ``start`` and earlier
+        calls), adding their outputs. Post-training algorithms resume a pass where it stopped rather than start
+        each partial pass from the input (``edgeprep.ptq.walk``); ``recorded`` is not reset here."""
+        import tensorflow as tf
+
+        for s in steps:
+            if s.kind == "input":
+                out = self._act_quant(s, values[id(self._graph.inputs[0])], mode)
+            else:
+                args, kwargs = s.node.arguments.fill_in(values)
+                with tf.name_scope(s.name):         # converted graphs name their ops after the Keras layer
+                    out = self._step(s, args, kwargs, mode)
+            for t in s.node.outputs:
+                values[id(t)] = out
 
     @property
     def _graph(self):
