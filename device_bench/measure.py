@@ -80,7 +80,8 @@ def time_pair(a: tuple[Callable[[], object], Callable[[], float | None] | None],
               min_seconds: float = 0.0, max_runs: int = 1_000_000) -> tuple[Timing, Timing]:
     """``time_calls`` for two calls (each with its ``own`` timer or None) alternating A B B A, so a drift of the
     machine during the loop falls on both alike; each gets ``runs`` samples at least, and together they run for
-    ``min_seconds`` at least."""
+    ``min_seconds`` at least. Each ``Timing``'s ``seconds`` is half the loop's (its throughput an approximation:
+    the latencies are what a comparison uses)."""
     if runs < 1:
         raise ValueError("runs must be >= 1")
     clock = time.perf_counter_ns

@@ -55,8 +55,8 @@ def compare(candidate: Artifact, baseline: Artifact, config: BenchConfig, thread
     ``progress(rounds, ratio)`` is called after each round. A benchmark that fails raises ``BenchFailed``."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}")
-    jobs = {"candidate": replace(job_for(candidate, config, threads), data=None),
-            "baseline": replace(job_for(baseline, config, threads), data=None)}
+    jobs = {"candidate": replace(job_for(candidate, config, threads), data=None, profile=False),
+            "baseline": replace(job_for(baseline, config, threads), data=None, profile=False)}
     runs: dict[str, list[tuple[float, ...]]] = {"candidate": [], "baseline": []}
     start = clock()
     while True:
