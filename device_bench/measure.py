@@ -52,27 +52,19 @@ def time_calls(call: Callable[[], object], *, runs: int, warmup: int = 5, min_se
     if runs < 1:
         raise ValueError("runs must be >= 1")
     clock = time.perf_counter_ns
-    t = clock()
-    call()
-    first = (clock() - t) / 1e6
-    warm = []
+    first: list[float] = []
+    warm: list[float] = []
+    _sample(call, None, first, [])
     for _ in range(warmup):
-        t = clock()
-        call()
-        warm.append((clock() - t) / 1e6)
+        _sample(call, None, warm, [])
     samples: list[float] = []
     walls: list[float] = []
     start = clock()
     deadline = start + int(min_seconds * 1e9)
     while len(samples) < max_runs and (len(samples) < runs or clock() < deadline):
-        t = clock()
-        call()
-        wall = (clock() - t) / 1e6
-        mine = own() if own else None
-        samples.append(wall if mine is None else mine)
-        walls.append(wall)
+        _sample(call, own, samples, walls)
     seconds = (clock() - start) / 1e9
-    return Timing(first, tuple(warm), tuple(samples), seconds, tuple(walls) if own else ())
+    return Timing(first[0], tuple(warm), tuple(samples), seconds, tuple(walls) if own else ())
 
 
 def time_pair(a: tuple[Callable[[], object], Callable[[], float | None] | None],
@@ -86,16 +78,13 @@ def time_pair(a: tuple[Callable[[], object], Callable[[], float | None] | None],
         raise ValueError("runs must be >= 1")
     clock = time.perf_counter_ns
     calls = (a, b)
-    first, warm = [], ([], [])
+    first: tuple[list[float], list[float]] = ([], [])
+    warm: tuple[list[float], list[float]] = ([], [])
     for i, (call, _own) in enumerate(calls):
-        t = clock()
-        call()
-        first.append((clock() - t) / 1e6)
+        _sample(call, None, first[i], [])
     for _ in range(warmup):
         for i, (call, _own) in enumerate(calls):
-            t = clock()
-            call()
-            warm[i].append((clock() - t) / 1e6)
+            _sample(call, None, warm[i], [])
     samples: tuple[list[float], list[float]] = ([], [])
     walls: tuple[list[float], list[float]] = ([], [])
     start = clock()
@@ -103,17 +92,23 @@ def time_pair(a: tuple[Callable[[], object], Callable[[], float | None] | None],
     step = 0
     while len(samples[1]) < max_runs and (min(map(len, samples)) < runs or clock() < deadline):
         i = (0, 1, 1, 0)[step % 4]
-        call, own = calls[i]
-        t = clock()
-        call()
-        wall = (clock() - t) / 1e6
-        mine = own() if own else None
-        samples[i].append(wall if mine is None else mine)
-        walls[i].append(wall)
+        _sample(*calls[i], samples[i], walls[i])
         step += 1
     seconds = (clock() - start) / 1e9
-    return tuple(Timing(first[i], tuple(warm[i]), tuple(samples[i]), seconds / 2,
+    return tuple(Timing(first[i][0], tuple(warm[i]), tuple(samples[i]), seconds / 2,
                         tuple(walls[i]) if calls[i][1] else ()) for i in (0, 1))
+
+
+def _sample(call: Callable[[], object], own: Callable[[], float | None] | None, samples: list[float],
+            walls: list[float]) -> None:
+    """Time one ``call`` (wall, ms) into ``walls`` and its sample into ``samples``: the runtime's own timing of
+    it (``own``) where it keeps one, else the wall time."""
+    t = time.perf_counter_ns()
+    call()
+    wall = (time.perf_counter_ns() - t) / 1e6
+    mine = own() if own else None
+    samples.append(wall if mine is None else mine)
+    walls.append(wall)
 
 
 def percentile(values, q: float) -> float:

@@ -33,9 +33,8 @@ class Comparison:
     ratio: PairedRatio | None
     limit: float
     seconds: float
-    candidate_ms: tuple[float, ...]                # each round's process median, in rounds order
+    candidate_ms: tuple[float, ...]                # each round's median, in rounds order
     baseline_ms: tuple[float, ...]
-    latencies: dict                                # "candidate" / "baseline": one tuple per round
     mode: str = "in-process"
 
     def to_dict(self) -> dict:
@@ -57,26 +56,29 @@ def compare(candidate: Artifact, baseline: Artifact, config: BenchConfig, thread
         raise ValueError(f"mode must be one of {', '.join(MODES)}")
     jobs = {"candidate": replace(job_for(candidate, config, threads), data=None, profile=False),
             "baseline": replace(job_for(baseline, config, threads), data=None, profile=False)}
-    runs: dict[str, list[tuple[float, ...]]] = {"candidate": [], "baseline": []}
+    medians: dict[str, list[float]] = {"candidate": [], "baseline": []}
     start = clock()
     while True:
-        first, second = ("baseline", "candidate") if len(runs["baseline"]) % 2 == 0 else ("candidate", "baseline")
+        first, second = ("baseline", "candidate") if len(medians["baseline"]) % 2 == 0 else ("candidate", "baseline")
         if mode == "in-process":
-            both = replace(jobs[first], versus=jobs[second].artifact)
-            result = _bench(both, config)
-            runs[first].append(tuple(result["latencies_ms"]))
-            runs[second].append(tuple(result["versus"]["latencies_ms"]))
+            got = dict(zip((first, second), in_process_round(jobs[first], jobs[second], config)))
         else:
-            for side in (first, second):
-                runs[side].append(tuple(_bench(jobs[side], config)["latencies_ms"]))
-        cand = [statistics.median(p) for p in runs["candidate"]]
-        base = [statistics.median(p) for p in runs["baseline"]]
-        step, ratio = next_step(cand, base, limit, sampling, clock() - start)
+            got = {side: _bench(jobs[side], config)["latencies_ms"] for side in (first, second)}
+        for side, latencies in got.items():
+            medians[side].append(statistics.median(latencies))
+        step, ratio = next_step(medians["candidate"], medians["baseline"], limit, sampling, clock() - start)
         if progress:
-            progress(len(cand), ratio)
+            progress(len(medians["candidate"]), ratio)
         if step != "continue":
-            return Comparison(step, ratio, limit, clock() - start, tuple(cand), tuple(base),
-                              {k: tuple(v) for k, v in runs.items()}, mode)
+            return Comparison(step, ratio, limit, clock() - start, tuple(medians["candidate"]),
+                              tuple(medians["baseline"]), mode)
+
+
+def in_process_round(first, second, config: BenchConfig) -> tuple[list[float], list[float]]:
+    """One fresh process holding both jobs' artifacts (``first`` loaded first), iterations alternating: each one's
+    latencies."""
+    result = _bench(replace(first, versus=second.artifact), config)
+    return result["latencies_ms"], result["versus"]["latencies_ms"]
 
 
 def _bench(job, config: BenchConfig) -> dict:

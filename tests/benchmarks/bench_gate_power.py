@@ -252,10 +252,8 @@ def facts(kept: dict) -> None:
 def gather_in_process(target, paths: dict[str, Path]) -> list[tuple[float, float, float]]:
     """``ROUNDS`` fresh processes each holding A and B, iterations alternating (``device_bench`` ``versus``, what
     ``gate --rebench`` runs by default), which one is loaded first alternating: (A's median, B's median, wall s)."""
-    import statistics as st
-
-    from device_bench.harness import benchmark
     from edgeprep.stages.bench import job_for
+    from edgeprep.stages.compare import in_process_round
     from edgeprep.stages.convert import open_artifact
 
     config = target.bench
@@ -265,10 +263,8 @@ def gather_in_process(target, paths: dict[str, Path]) -> list[tuple[float, float
     for r in range(ROUNDS):
         first, second = ("A", "B") if r % 2 == 0 else ("B", "A")
         start = time.perf_counter()
-        result = benchmark(replace(jobs[first], versus=jobs[second].artifact), config.transport,
-                           config.timeout_seconds)
-        medians = {first: st.median(result["latencies_ms"]), second: st.median(result["versus"]["latencies_ms"])}
-        out.append((medians["A"], medians["B"], time.perf_counter() - start))
+        got = dict(zip((first, second), in_process_round(jobs[first], jobs[second], config)))
+        out.append((statistics.median(got["A"]), statistics.median(got["B"]), time.perf_counter() - start))
     return out
 
 
@@ -276,8 +272,9 @@ def side_by_side(rounds: list[tuple[float, float, float]], label: str) -> dict:
     """``gate --rebench``'s sampler (``edgeprep.paired``) replayed on recorded rounds (A's median, B's median,
     the round's wall seconds): each trial draws rounds at random (with replacement; which side is the candidate
     is drawn too), scales the candidate's median by s, and adds rounds until the sampler decides or its budget
-    is spent (the budget in seconds is the drawn rounds' real wall time). Printed per threshold and scale: trials
-    failed (a regression), passed (within), undecided, and the rounds and seconds they took."""
+    is spent (its seconds budget counts the mean recorded round's wall time per round). Printed per threshold and
+    scale: trials failed (a regression), passed (within), undecided, the rounds they took and the drawn rounds'
+    real wall seconds."""
     from edgeprep.paired import Sampling, simulate
 
     sampling = Sampling()
