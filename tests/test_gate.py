@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -375,12 +376,15 @@ def test_a_damaged_model_is_an_accuracy_regression(scene, baseline, tmp_path):
 @pytest.mark.slow
 def test_a_clearly_larger_model_is_a_latency_regression(scene, baseline, tmp_path):
     run_dir = bench_run(scene, tmp_path, "lat", fp32="wide.fp32.tflite")
-    code = gate(str(run_dir), "--baseline", str(baseline), "--target", str(scene / "latency.toml"),
-                   "--json", str(tmp_path / "g.json"))
-    got = verdicts(tmp_path / "g.json")
-    assert code == 1
-    assert got == {("m.fp32.tflite", "max_latency_regression_pct"): "fail",
-                   ("m.int8.tflite", "max_latency_regression_pct"): "pass"}
+    for how in ("--rebench", "--no-rebench"):     # side by side now, and from the stored latencies
+        code = gate(str(run_dir), "--baseline", str(baseline), "--target", str(scene / "latency.toml"), how,
+                    "--json", str(tmp_path / "g.json"))
+        got = verdicts(tmp_path / "g.json")
+        assert code == 1
+        assert got == {("m.fp32.tflite", "max_latency_regression_pct"): "fail",
+                       ("m.int8.tflite", "max_latency_regression_pct"): "pass"}
+        method = json.loads((tmp_path / "g.json").read_text())["latency_method"]["method"]
+        assert method == {"--rebench": "side-by-side", "--no-rebench": "stored"}[how]
 
 
 @pytest.mark.slow
@@ -441,8 +445,8 @@ def test_non_finite_measurements_of_a_real_run_are_an_error_never_a_pass(scene, 
         a["bench"]["latencies_ms"] = [[NAN] * len(g) for g in a["bench"]["latencies_ms"]]
         base_file.write_text(json.dumps(data))
     lat_path.write_text(json.dumps(lat))
-    capsys.readouterr()
-    assert gate(str(run), "--baseline", str(base_file), "--json", str(tmp_path / "g.json")) == 2
+    capsys.readouterr()       # --no-rebench: the stored latencies are what is damaged here
+    assert gate(str(run), "--baseline", str(base_file), "--no-rebench", "--json", str(tmp_path / "g.json")) == 2
     err = capsys.readouterr().err
     assert err.startswith("edgeprep: error:") and err.count("\n") == 1 and "Traceback" not in err
     assert f"first: {artifact} measurements: not finite: {fragment}" in err, err
@@ -485,6 +489,62 @@ def test_rebench_judges_latency_side_by_side_on_the_real_artifacts(scene, baseli
     assert result["rebench"]["m.fp32.tflite"]["decision"] == "within"
     assert result["rebench"]["m.fp32.tflite"]["mode"] == "in-process"          # the default
     assert "side by side" in result["verdicts"][0]["detail"]
+
+
+@pytest.mark.slow
+def test_by_default_latency_is_judged_side_by_side_whenever_both_artifacts_are_here(scene, baseline, tmp_path):
+    """The default gate benchmarks both artifacts now when it can (a stored baseline from another session catches
+    a +10 % regression in about 1 trial of 8: tests/benchmarks/bench_gate_power); when the baseline's artifacts are
+    gone it says so and judges the stored latencies."""
+    target = tmp_path / "fp32-latency.toml"
+    target.write_text(FP32_LATENCY)
+    kept = baseline.with_name("baseline.artifacts")           # --update-baseline keeps the artifacts beside it
+    stored = json.loads(baseline.read_text())["artifacts"]
+    assert sorted(p.name for p in kept.iterdir()) == [".edgeprep-baseline-artifacts", "m.fp32.tflite",
+                                                      "m.int8.tflite"]
+    assert [a["path"] for a in stored] == ["baseline.artifacts/m.fp32.tflite", "baseline.artifacts/m.int8.tflite"]
+    for a in stored:
+        assert hashlib.sha256((baseline.parent / a["path"]).read_bytes()).hexdigest() == a["sha256"]
+    slow = bench_run(scene, tmp_path, "auto-slow", fp32="wide.fp32.tflite")
+    code = gate(str(slow), "--baseline", str(baseline), "--target", str(target), "--json", str(tmp_path / "a.json"))
+    result = json.loads((tmp_path / "a.json").read_text())
+    assert code == 1, result
+    assert result["latency_method"] == {"method": "side-by-side",
+                                        "why": "both artifacts are here: benchmarked side by side now"}
+    assert result["rebench"]["m.fp32.tflite"]["decision"] == "regression"
+    assert result["rebench"]["m.fp32.tflite"]["mode"] == "in-process"
+    moved = json.loads(baseline.read_text())
+    for a in moved["artifacts"]:
+        a["path"] = str(tmp_path / "gone" / Path(a["path"]).name)
+    (tmp_path / "moved.json").write_text(json.dumps(moved))
+    code = gate(str(slow), "--baseline", str(tmp_path / "moved.json"), "--target", str(target),
+                "--json", str(tmp_path / "b.json"))
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert code == 1 and "rebench" not in result
+    assert result["latency_method"]["method"] == "stored"
+    assert "cannot be benchmarked again" in result["latency_method"]["why"] and "is not there" in \
+        result["latency_method"]["why"]
+    assert gate(str(slow), "--baseline-ref", "feedface", "--target", str(target)) == 1        # history: stored
+
+
+@pytest.mark.slow
+def test_the_baseline_never_replaces_a_folder_it_did_not_write(baseline, tmp_path, capsys):
+    run = baseline.parent / "base"
+    foreign = tmp_path / "b.artifacts"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert gate(str(run), "--baseline", str(tmp_path / "b.json"), "--update-baseline") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("edgeprep: error:") and "b.artifacts is a directory that edgeprep did not write" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.artifacts"] and (foreign / "notes.txt").read_text() == \
+        "mine"
+    foreign.rename(tmp_path / "elsewhere")                   # edgeprep's own folder is replaced on the next update
+    assert gate(str(run), "--baseline", str(tmp_path / "b.json"), "--update-baseline") == 0
+    first = (tmp_path / "b.artifacts" / "m.int8.tflite").stat().st_ino
+    assert gate(str(run), "--baseline", str(tmp_path / "b.json"), "--update-baseline", "--no-rebench") == 0
+    assert (tmp_path / "b.artifacts" / "m.int8.tflite").stat().st_ino != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.artifacts", "b.json", "elsewhere"]
 
 
 @pytest.mark.slow

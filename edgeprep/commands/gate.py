@@ -29,10 +29,12 @@ from edgeprep.commands._common import EXIT_ERROR, EXIT_FAILED_CHECK, EXIT_OK, ma
 @click.option("--history", "history_path", type=click.Path(path_type=Path), metavar="PATH",
               help="Run history for --baseline-ref and the trend plot (default: $EDGEPREP_HISTORY or "
                    ".edgeprep/history.sqlite).")
-@click.option("--rebench", is_flag=True,
+@click.option("--rebench/--no-rebench", default=None,
               help="Judge latency by benchmarking the baseline's artifact and REPORT's side by side now, in "
                    "alternating rounds, until the ratio's interval is wholly above or below the threshold "
-                   "(needs both run directories; the stored latencies are not used).")
+                   "(needs both artifacts; the stored latencies are not used). Default: side by side whenever "
+                   "both artifacts are here and the target benchmarks on this machine, else the stored "
+                   "latencies (the console and the JSON's latency_method say which and why).")
 @click.option("--rebench-seconds", type=click.FloatRange(min=1), default=180.0, show_default=True,
               metavar="SECONDS", help="Per artifact: stop adding rounds after this long; still undecided is an "
                                       "error (exit 2), never a pass.")
@@ -43,7 +45,7 @@ from edgeprep.commands._common import EXIT_ERROR, EXIT_FAILED_CHECK, EXIT_OK, ma
 @click.pass_context
 def gate(ctx: click.Context, report_path: Path, baseline: Path | None, baseline_ref: str | None,
          target_name: str | None, update_baseline: bool, markdown: Path | None, junit: Path | None,
-         html: Path | None, json_path: Path | None, history_path: Path | None, rebench: bool,
+         html: Path | None, json_path: Path | None, history_path: Path | None, rebench: bool | None,
          rebench_seconds: float, rebench_mode: str) -> int:
     """Judge REPORT (a report.json or run directory) against a baseline with the target's [gates].
 
@@ -52,13 +54,14 @@ def gate(ctx: click.Context, report_path: Path, baseline: Path | None, baseline_
       max_size_bytes, max_size_growth_pct           size, and growth over the baseline in %
       max_accuracy_drop, min_agreement, min_sqnr_db vs the float model
       max_accuracy_drop_vs_baseline                 top-1 points below the baseline artifact
-      max_latency_regression_pct                    median latency over the baseline's; fails only when the
-                                                    bootstrap interval of the ratio (latency_confidence, 95 %)
-                                                    lies wholly above the threshold. With --rebench: both
-                                                    artifacts benchmarked now, in rounds (by default one
-                                                    process holding both, iterations alternating) until the
-                                                    t interval of the paired ratio (95 % per look) is wholly
-                                                    above (fail) or below (pass) it; undecided is exit 2
+      max_latency_regression_pct                    median latency over the baseline's. By default, when both
+                                                    artifacts are here: benchmarked now, side by side, in
+                                                    rounds (one process holding both, iterations alternating)
+                                                    until the t interval of the paired ratio (95 % per look)
+                                                    is wholly above (fail) or below (pass) it; undecided is
+                                                    exit 2. Otherwise (or --no-rebench) the stored latencies:
+                                                    fails only when the bootstrap interval of the ratio
+                                                    (latency_confidence, 95 %) lies wholly above it
       max_instructions_regression_pct               callgrind instructions per inference over the baseline's
     Artifacts are matched by file name. Exit code 0: every check passed; 1: a regression; 2: the gate could not
     judge (a metric is missing, the baseline is unreadable or of another schema version) — never a pass.

@@ -39,7 +39,8 @@ class GateRequest:
     html: Path | None = None
     json: Path | None = None
     history: Path | None = None
-    rebench: bool = False              # judge latency by benchmarking both artifacts side by side, now
+    rebench: bool | None = None        # judge latency by benchmarking both artifacts side by side, now;
+                                       # None: whenever the baseline's artifacts are here (see _auto_rebench)
     rebench_seconds: float = 180.0     # per artifact: the budget of the side-by-side rounds
     rebench_mode: str = "in-process"   # a round: one process holding both ("in-process") or one each
 
@@ -61,10 +62,41 @@ def _gates(req: GateRequest, report: dict) -> Gates:
     raise InputError(f"{req.report} records no target profile", "pass --target with the [gates] to apply")
 
 
-def _write_baseline(report: dict, path: Path) -> None:
-    validate(report)
+ARTIFACTS_MARK = ".edgeprep-baseline-artifacts"
+
+
+def baseline_artifacts_dir(path: Path) -> Path:
+    """Where ``--update-baseline`` keeps the baseline's artifacts: beside the baseline file, so that the default
+    gate can benchmark them side by side with the next candidate (``baseline.json`` -> ``baseline.artifacts/``)."""
+    return path.with_name(f"{path.stem}.artifacts")
+
+
+def _is_baseline_artifacts(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink() and (path / ARTIFACTS_MARK).is_file()
+
+
+def _write_baseline(report: dict, path: Path, directory: Path) -> None:
+    """The baseline file (``report`` with its latencies inlined) and a copy of its artifacts beside it; entries
+    whose files are missing keep their paths (the gate then judges their latency from the stored figures)."""
+    import shutil
+
+    from edgeprep.outputs import staged_dir
+
+    baseline = with_latencies(report, directory)
+    validate(baseline)
+    folder = baseline_artifacts_dir(path)
+    with staged_dir(folder, _is_baseline_artifacts, "a folder of baseline artifacts edgeprep wrote") as staging:
+        (staging / ARTIFACTS_MARK).write_text("artifacts of the edgeprep baseline beside this folder\n")
+        for entry in baseline["artifacts"]:
+            sources = [directory / f for f in entry.get("files") or [entry["path"]]]
+            if not all(src.exists() for src in sources):
+                continue
+            for src in sources:
+                (shutil.copytree if src.is_dir() else shutil.copy2)(src, staging / src.name)
+            entry["path"] = f"{folder.name}/{Path(entry['path']).name}"
+            entry["files"] = [f"{folder.name}/{src.name}" for src in sources]
     with atomic_path(path, REPORT_KINDS["json"]) as tmp:
-        tmp.write_text(json.dumps(report, indent=1) + "\n")
+        tmp.write_text(json.dumps(baseline, indent=1) + "\n")
 
 
 def _report_target(req: GateRequest, report: dict) -> TargetProfile:
@@ -85,7 +117,7 @@ def _artifact(entry: dict, directory: Path, where: str, target: TargetProfile):
 
     path = directory / entry["path"]
     if not path.exists():
-        raise InputError(f"--rebench needs the artifacts themselves: {path} ({where}) is not there",
+        raise InputError(f"{path} ({where}) is not there",
                          "give run directories (or report.json files beside their artifacts), not a baseline file")
     art = open_artifact(path, target.options_for)
     if art.sha256 != entry["sha256"]:
@@ -94,18 +126,12 @@ def _artifact(entry: dict, directory: Path, where: str, target: TargetProfile):
     return art
 
 
-def _rebench(req: GateRequest, report: dict, directory: Path, base: dict, base_dir: Path, gates: Gates,
-             progress: Callable[[str], None]) -> dict:
-    """Side-by-side comparisons (``stages.compare``) of every artifact with a latency threshold that both reports
-    hold, keyed like the gate's verdicts; a benchmark that fails gives its reason instead."""
-    from device_bench.transports import BenchFailed
-    from edgeprep.paired import Sampling
+def _pending(req: GateRequest, report: dict, directory: Path, base: dict, base_dir: Path, gates: Gates,
+             target: TargetProfile) -> list:
+    """The artifacts with a latency threshold that both reports hold, each opened and checked against the sha256
+    its report recorded (``InputError`` when one is missing or changed): before the first benchmark."""
     from edgeprep.report.latencies import artifact_key
-    from edgeprep.stages.compare import compare
 
-    target = _report_target(req, report)
-    config = target.bench or BenchConfig()
-    sampling = Sampling(max_seconds=req.rebench_seconds)
     base_by_key = {artifact_key(b): b for b in base.get("artifacts", [])}
     pending = []
     for entry in report["artifacts"]:
@@ -115,6 +141,42 @@ def _rebench(req: GateRequest, report: dict, directory: Path, base: dict, base_d
             pending.append((key, limit, _artifact(entry, directory, str(req.report), target),
                             _artifact(base_by_key[key], base_dir, str(req.baseline), target),
                             (entry.get("bench") or {}).get("threads") or target.threads))
+    return pending
+
+
+def _auto_rebench(req: GateRequest, report: dict, directory: Path, base: dict, base_dir: Path,
+                  gates: Gates) -> tuple[list, str]:
+    """The default latency method: side by side (the artifacts to compare, and why) when the baseline's artifacts
+    are here and the target benchmarks on this machine; else none to compare and the reason stored latencies judge.
+    Stored latencies from two sessions catch a +10 % regression in about 1 trial of 8 on a shared runner (README,
+    gate power); side by side, in about 60 of 60."""
+    if req.baseline is None:
+        return [], "a history baseline has no artifacts to benchmark again"
+    try:
+        target = _report_target(req, report)
+    except InputError as exc:
+        return [], str(exc)
+    transport = (target.bench or BenchConfig()).transport
+    if transport != "local":
+        return [], f"the target benchmarks over {transport}; give --rebench to benchmark both there now"
+    try:
+        pending = _pending(req, report, directory, base, base_dir, gates, target)
+    except InputError as exc:
+        return [], f"the artifacts cannot be benchmarked again ({exc.message})"
+    if not pending:
+        return [], "no artifact with a latency threshold is in both reports"
+    return pending, "both artifacts are here: benchmarked side by side now"
+
+
+def _rebench(req: GateRequest, report: dict, pending: list, progress: Callable[[str], None]) -> dict:
+    """Side-by-side comparisons (``stages.compare``) of the ``pending`` artifacts, keyed like the gate's verdicts;
+    a benchmark that fails gives its reason instead."""
+    from device_bench.transports import BenchFailed
+    from edgeprep.paired import Sampling
+    from edgeprep.stages.compare import compare
+
+    config = _report_target(req, report).bench or BenchConfig()
+    sampling = Sampling(max_seconds=req.rebench_seconds)
     out: dict = {}
     for key, limit, cand, old, threads in pending:      # every file checked before the first benchmark
         def step(rounds, ratio, key=key):
@@ -140,6 +202,11 @@ def gate_report(req: GateRequest, show: Callable[[dict], None] = lambda _result:
                                ("--baseline", req.baseline if req.update_baseline else None, "json")):
         if path is not None:
             report_file_out(path, kind, option)   # before any work: never a directory, never someone else's file
+    if req.update_baseline:
+        from edgeprep.outputs import check_replaceable
+
+        check_replaceable(baseline_artifacts_dir(req.baseline), _is_baseline_artifacts,
+                          "a folder of baseline artifacts edgeprep wrote")
     report = load_report(req.report)
     directory = req.report if req.report.is_dir() else req.report.parent
     if report.get("fleet"):
@@ -155,7 +222,7 @@ def gate_report(req: GateRequest, show: Callable[[dict], None] = lambda _result:
         base_dir = Path(".")
     elif not req.baseline.exists() and req.update_baseline:
         require_finite(report, latencies, str(req.report))     # never a NaN baseline
-        _write_baseline(with_latencies(report, directory), req.baseline)
+        _write_baseline(report, req.baseline, directory)
         return GateOutcome(None, f"no baseline yet: wrote {req.baseline} from {req.report}")
     else:
         if not req.baseline.exists():
@@ -164,8 +231,21 @@ def gate_report(req: GateRequest, show: Callable[[dict], None] = lambda _result:
         base = load_report(req.baseline)
         base_dir = req.baseline if req.baseline.is_dir() else req.baseline.parent
     base_latencies = {} if req.rebench else read_latencies(base, base_dir)
-    compared = _rebench(req, report, directory, base, base_dir, gates, progress) if req.rebench else None
+    pending, why = [], "no latency threshold"
+    if req.rebench:
+        try:
+            pending = _pending(req, report, directory, base, base_dir, gates, _report_target(req, report))
+        except InputError as exc:
+            raise InputError(f"--rebench needs the artifacts themselves: {exc.message}", exc.hint) from None
+        why = "asked for (--rebench)"
+    elif req.rebench is False:
+        why = "asked for (--no-rebench)"
+    elif any(gates.for_precision(a["precision"]).max_latency_regression_pct is not None for a in report["artifacts"]):
+        pending, why = _auto_rebench(req, report, directory, base, base_dir, gates)
+        progress(f"latency: {why}" if pending else f"latency judged from the stored latencies: {why}")
+    compared = _rebench(req, report, pending, progress) if pending else None
     result = evaluate(report, base, gates, latencies, base_latencies, compared)
+    result["latency_method"] = {"method": "side-by-side" if pending else "stored", "why": why}
     if compared:
         result["rebench"] = {k: (c if isinstance(c, str) else c.to_dict()) for k, c in compared.items()}
     result["baseline"] = str(req.baseline) if req.baseline is not None else f"history:{req.baseline_ref}"
@@ -191,6 +271,7 @@ def gate_report(req: GateRequest, show: Callable[[dict], None] = lambda _result:
         with atomic_path(req.json, REPORT_KINDS["json"]) as tmp:
             tmp.write_text(json.dumps(result, indent=2) + "\n")
     if result["status"] not in ("error", "failed") and req.update_baseline:
-        _write_baseline(with_latencies(report, directory), req.baseline)
-        return GateOutcome(result, f"baseline updated: {req.baseline}")
+        _write_baseline(report, req.baseline, directory)
+        return GateOutcome(result, f"baseline updated: {req.baseline} (its artifacts in "
+                                   f"{baseline_artifacts_dir(req.baseline)})")
     return GateOutcome(result)
