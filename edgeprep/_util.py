@@ -103,14 +103,19 @@ def quiet() -> Iterator[ToolOutput]:
     with tempfile.TemporaryFile(mode="w+b") as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
-        # Python-level writers (rich, tqdm) may hold a replaced sys.stdout (pytest, IDEs): catch those too.
-        text = io.TextIOWrapper(open(log.fileno(), "wb", closefd=False), encoding="utf-8", write_through=True)
-        sys.stdout = sys.stderr = text
+        # Python-level writers (rich, tqdm) may hold a replaced sys.stdout (pytest, IDEs): catch those too. The
+        # stand-ins write to descriptors 1 and 2 by number, never to the log's own descriptor: a logging handler
+        # created in the block keeps its stream after it, and the log's number is reused once the log is closed
+        # (it once became the pipe to the QAT child, and a TensorFlow warning broke the message in it).
+        out_text, err_text = (io.TextIOWrapper(open(fd, "wb", closefd=False), encoding="utf-8", write_through=True)
+                              for fd in (1, 2))
+        sys.stdout, sys.stderr = out_text, err_text
         try:
             yield out
         finally:
             sys.stdout, sys.stderr = saved_streams
-            text.flush()
+            out_text.flush()
+            err_text.flush()
             sys.stdout.flush()
             sys.stderr.flush()
             os.dup2(saved[0], 1)

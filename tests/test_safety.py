@@ -534,3 +534,39 @@ def test_an_artifact_computing_nan_or_inf_fails_whatever_the_thresholds(cli, tmp
     assert [c["name"] for c in failed] == ["finite_outputs"], art["verification"]
     sqnr = art["metrics"]["sqnr_db"]
     assert sqnr != sqnr or sqnr < 100, sqnr     # NaN, or at least far from "exact"
+
+
+def test_a_stream_taken_inside_quiet_never_writes_into_a_later_descriptor(tmp_path):
+    """A logging handler created inside ``quiet()`` (TensorFlow creates its handler on the first warning) keeps
+    the stream it saw. That stream once wrapped the log file's descriptor, whose number the next pipe reuses: a
+    later warning then went into the pipe to the QAT child and broke the message there ("got end of file during
+    message", exit 3). It must write to descriptor 2 — the terminal once the block is over — and nowhere else."""
+    import logging
+    import os
+    import sys
+
+    from edgeprep._util import quiet
+
+    log = logging.getLogger("edgeprep-test-quiet")
+    log.propagate = False
+    with quiet() as out:
+        handler = logging.StreamHandler(sys.stderr)       # created in the block, as TensorFlow's is
+        log.addHandler(handler)
+        log.warning("inside")
+    try:
+        r, w = os.pipe()                                  # takes the lowest free numbers: the log's among them
+        saved = os.dup(2)
+        err = tmp_path / "stderr.txt"
+        with open(err, "wb") as f:
+            os.dup2(f.fileno(), 2)
+            try:
+                log.warning("after")
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+        os.close(w)
+        assert os.read(r, 100) == b""                     # nothing reached the pipe
+        os.close(r)
+        assert "inside" in out.text and err.read_text() == "after\n"
+    finally:
+        log.removeHandler(handler)
