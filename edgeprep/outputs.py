@@ -81,7 +81,8 @@ def _starts_with(pattern: bytes) -> Owned:
 REPORT_KINDS: dict[str, Owned] = {
     "markdown": _starts_with(rb"# edgeprep report: "),
     "junit": _starts_with(rb'(<\?xml[^>]*\?>\s*)?<testsuites name="edgeprep"'),
-    "html": _starts_with(rb"<!doctype html><html><head><meta charset='utf-8'><title>edgeprep report</title>"),
+    "html": _starts_with(rb"<!doctype html><html><head><meta charset='utf-8'>(<meta name='viewport'[^>]*>)?"
+                         rb"<title>edgeprep report</title>"),
     "json": is_report_json,
 }
 

@@ -153,6 +153,35 @@ def device_metric_lines(report: dict) -> list[str]:
     return [""] + out if out else []
 
 
+PROFILE_TYPES = 5     # op types listed per profiled artifact
+
+
+def profile_lines(report: dict) -> list[str]:
+    """Where the time goes (``bench --profile``): per profiled artifact, the op types with the largest shares as
+    a short table and the slowest node; or why the runtime keeps no per-op times."""
+    out = []
+    for a in report["artifacts"]:
+        p = (a.get("bench") or {}).get("profile")
+        if not p:
+            continue
+        name = f"{_where(a)}{a['format']} {a['precision']}"
+        if not p.get("available"):
+            out += ["", f"No per-op profile for {name}: {p.get('reason', 'not available')}."]
+            continue
+        slow = (p.get("slowest") or [None])[0]
+        out += ["", f"Where the time goes, {name}: {p['total_ms']:.3g} ms per inference counted by "
+                    f"{p.get('source', 'the runtime')} over {p.get('runs', '?')} runs"
+                    + (f"; slowest node `{slow['node']}` ({slow['type']}, {slow['ms']:.3g} ms)." if slow else "."),
+                "", "| op type | nodes | ms | share |", "|---|---:|---:|---:|"]
+        out += [f"| {t['type']} | {t['count']} | {t['ms']:.4f} | {t['share']:.1%} |"
+                for t in p["by_type"][:PROFILE_TYPES]]
+        if len(p["by_type"]) > PROFILE_TYPES:
+            rest = p["by_type"][PROFILE_TYPES:]
+            out.append(f"| {len(rest)} other types | {sum(t['count'] for t in rest)} | "
+                       f"{sum(t['ms'] for t in rest):.4f} | {sum(t['share'] for t in rest):.1%} |")
+    return out
+
+
 def _fleet_lines(report: dict) -> list[str]:
     """One line per device of a fleet report: what happened there and how long it took."""
     fleet = report.get("fleet")
@@ -200,6 +229,7 @@ def markdown_summary(report: dict) -> str:
     if any(emulated(a) for a in report["artifacts"]):
         lines += ["", EMULATED_NOTE]
     lines += device_metric_lines(report)
+    lines += profile_lines(report)
     lines += _fleet_lines(report)
     word, text = headline(report)
     tc = report["toolchain"]
