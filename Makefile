@@ -21,7 +21,7 @@ help:
 	@echo "make demo   - create .venv, install, run the pipeline on the example model for: $(DEMO_TARGETS)"
 	@echo "make test   - run the test suite against the real toolchains"
 	@echo "make bench  - benchmarks: print figures and ratios (not timed tests); ONLY=\"name ...\" for some"
-	@echo "make peers  - install the peer quantizers bench compares with (tf2onnx, litert-quantizer; AIMET-ONNX in $(PEERS))"
+	@echo "make peers  - install the peer quantizers bench compares with (litert-quantizer; AIMET-ONNX in $(PEERS))"
 	@echo "make lint   - ruff (pyflakes, pycodestyle, import order)"
 	@echo "make data   - rebuild calibration_data/ from Debian's dataset-fashion-mnist"
 	@echo "make model  - retrain examples/fashion_mnist_cnn.keras (about 15 minutes on 2 cores)"

@@ -2,6 +2,10 @@
 
 The handle knows its kind, its single input and output, and can compute float reference outputs. TensorFlow,
 Keras and ONNX Runtime are imported only when a model of that kind is loaded.
+
+An ``.onnx`` file loads as an ONNX Runtime handle (kind ``onnx``); ``edgeprep.onnx.to_keras`` (which the pipelines
+call once the data is known) turns it into a Keras handle whose ``onnx`` keeps the ONNX Runtime reference: its
+``predict`` is ONNX Runtime on the original file, its ``obj`` the converted Keras graph every stage works on.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class ModelHandle:
     sha256: str = ""
     size_bytes: int = 0
     _saved_model_dir: Path | None = field(default=None, repr=False)
+    onnx: Any = field(default=None, repr=False)    # edgeprep.onnx.reference.OnnxReference: converted from ONNX
 
     @property
     def name(self) -> str:
@@ -48,10 +53,12 @@ class ModelHandle:
         return self.kind == "keras"
 
     def describe(self) -> dict:
-        return {"path": str(self.path), "kind": self.kind, "sha256": self.sha256, "size_bytes": self.size_bytes,
+        return {"path": str(self.path), "kind": "onnx" if self.onnx is not None else self.kind,
+                "sha256": self.sha256, "size_bytes": self.size_bytes,
                 "input": {"name": self.input_name, "shape": list(self.input_shape)},
                 "output": {"shape": list(self.output_shape)},
-                **({"parameters": int(self.obj.count_params())} if self.is_keras else {})}
+                **({"parameters": int(self.obj.count_params())} if self.is_keras else {}),
+                **({"onnx": self.onnx.describe()} if self.onnx is not None else {})}
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Float reference outputs for a preprocessed batch (inference mode)."""
@@ -62,6 +69,8 @@ class ModelHandle:
         return np.concatenate([self._predict(b) for b in batches]).astype(np.float32, copy=False)
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
+        if self.onnx is not None:        # converted from ONNX: the reference is ONNX Runtime on the original
+            return self.onnx.run(x)
         if self.kind == "keras":
             return np.asarray(self.obj(x, training=False))
         if self.kind == "savedmodel":

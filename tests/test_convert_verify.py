@@ -152,7 +152,7 @@ def test_onnx_models_only_convert_to_openvino(tmp_path):
     from test_models import make_onnx
 
     h = load_model(make_onnx(tmp_path / "m.onnx"))
-    with pytest.raises(ConversionError, match="use --to openvino"):
+    with pytest.raises(ConversionError, match="edgeprep.onnx.to_keras"):
         get_backend("tflite").check(h, "fp32")
     from edgeprep.config.formats import OpenVINOOptions
 

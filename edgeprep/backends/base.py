@@ -51,7 +51,8 @@ class Backend:
         if model.kind not in self.model_kinds:
             raise ConversionError(f"{self.name} conversion does not accept {model.kind} models ({model.path})",
                                   f"it accepts {', '.join(self.model_kinds)}; "
-                                  + ("for .onnx models use --to openvino" if model.kind == "onnx" else ""))
+                                  + ("convert an .onnx model's graph first with edgeprep.onnx.to_keras (the CLI "
+                                     "does), or use openvino, which reads .onnx files" if model.kind == "onnx" else ""))
 
     def convert(self, model: ModelHandle, request: ConvertRequest, out: Path) -> ConvertResult:
         """Write the artifact at ``out`` (a temporary path; the caller renames it when complete)."""

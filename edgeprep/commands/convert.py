@@ -39,7 +39,13 @@ from edgeprep.errors import InputError
 def convert(ctx: click.Context, model: Path, fmt: str, precision: str, data: Path | None, target_name: str | None,
             out: str | None, calib_samples: int | None, recalibrate: bool | None, split: float | None,
             **kw) -> int:
-    """Convert MODEL to one deployment format and precision.
+    """Convert MODEL (.keras, .h5, SavedModel directory or .onnx) to one deployment format and precision.
+
+    An .onnx model is converted to a Keras graph first (checked against ONNX Runtime; ops: Conv incl. depthwise and
+    grouped, BatchNormalization, Gemm/MatMul, Relu, Clip, LeakyRelu, Sigmoid, Tanh, HardSigmoid, HardSwish, Softmax,
+    Add/Sub/Mul/Div, GlobalAveragePool, GlobalMaxPool, ReduceMean over H,W, AveragePool, MaxPool, Flatten, Reshape,
+    Squeeze, Unsqueeze, Transpose, Concat, Pad, Identity, Dropout, Cast); an unsupported op is one error line naming
+    it. The artifact takes NHWC input unless --layout NCHW; dynamic H/W come from --data or --resize.
 
     A Keras model has its BatchNorm folded first (and re-estimated with --calibrate), with the target's
     [quantize] options, exactly as 'edgeprep run' and 'edgeprep quantize' do: the same model, data and target
@@ -51,8 +57,9 @@ def convert(ctx: click.Context, model: Path, fmt: str, precision: str, data: Pat
     from edgeprep.backends import get_backend, needing_calibration
     from edgeprep.config.calibrate import CalibrateConfig
     from edgeprep.config.quantize import few_samples_warning
-    from edgeprep.data import check_fits, load_data, read_warnings
+    from edgeprep.data import check_fits, load_data, preprocess_from, read_warnings
     from edgeprep.models import check_model_path, load_model, model_name
+    from edgeprep.pipelines.run import onnx_as_keras
     from edgeprep.stages.convert import artifact_out, target_options
     from edgeprep.stages.convert import convert as convert_stage
     from edgeprep.stages.prepare import prepare
@@ -74,12 +81,16 @@ def convert(ctx: click.Context, model: Path, fmt: str, precision: str, data: Pat
         reporter.info(note)
     with reporter.step(f"Loading {model}"):
         handle = load_model(model)
-    backend.check(handle, precision)
     calibration = spec = None
     if data is not None:
         spec = load_data(data, preprocess_layers=((target.preprocess if target else None),),
                          cli_preprocess=collect_preprocess(kw), split=split)
         calibration = spec.calibration
+    handle = onnx_as_keras(handle, spec.evaluation if spec else None,
+                           spec.evaluation.preprocess if spec else
+                           preprocess_from((target.preprocess if target else None), collect_preprocess(kw)), reporter)
+    backend.check(handle, precision)
+    if calibration is not None:
         check_fits(calibration, handle.input_shape, f"the model ({handle.path.name})")
         for warning in read_warnings(calibration):
             reporter.warn(warning)

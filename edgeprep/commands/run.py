@@ -41,7 +41,10 @@ def run(ctx: click.Context, model: Path, target_name: str | None, targets_csv: s
         calib_data: Path | None, out: Path | None, recalibrate: bool | None, split: float | None, **kw) -> int:
     """Run every stage the target profile asks for on MODEL.
 
-    MODEL is a .keras or .h5 file, a SavedModel directory, or an .onnx file (OpenVINO targets only).
+    MODEL is a .keras or .h5 file, a SavedModel directory, or an .onnx file (any target: its graph is converted
+    to Keras, checked against ONNX Runtime, and ONNX Runtime on the .onnx stays the float reference; an NCHW input
+    is fed from NHWC data without flags, the artifacts take NHWC unless --layout NCHW, and dynamic H/W are fixed
+    from the data or --resize; the report's model.onnx says what was chosen).
     Writes the artifacts, report.json (schema in edgeprep/report/report.schema.json), summary.md and the
     resolved target.toml into the run directory. A target whose [bench] runs on another device (the ARM64
     emulator, an ssh board or Mac) has that device checked first (exit code 2 when it cannot be used) and the

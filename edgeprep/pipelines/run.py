@@ -22,7 +22,17 @@ from pathlib import Path
 from edgeprep.artifact import Artifact
 from edgeprep.backends import get_backend, needing_calibration
 from edgeprep.config.quantize import few_samples_warning
-from edgeprep.data import DataSpec, check_fits, check_labels, load_data, read_warnings, scaling_warnings
+from edgeprep.data import (
+    Dataset,
+    DataSpec,
+    Preprocess,
+    check_fits,
+    check_labels,
+    load_data,
+    preprocess_from,
+    read_warnings,
+    scaling_warnings,
+)
 from edgeprep.errors import DataError
 from edgeprep.models import ModelHandle, check_model_path, load_model
 from edgeprep.outputs import run_dir_out, staged_dir
@@ -54,9 +64,11 @@ def load_inputs(model_path: str | Path, data_path: str | Path | None, target: Ta
     with reporter.step(f"Loading {model_path}"):
         model = load_model(model_path)
     if data_path is None:
-        return model, None
+        return onnx_as_keras(model, None, preprocess_from((target.preprocess if target else None), cli_preprocess),
+                             reporter), None
     data = load_data(data_path, preprocess_layers=((target.preprocess if target else None),),
                      cli_preprocess=cli_preprocess, calibration=calibration_path, split=split)
+    model = onnx_as_keras(model, data.evaluation, data.evaluation.preprocess, reporter)
     what = f"the model ({model.path.name})"
     for ds in (data.evaluation,) if data.shared else (data.calibration, data.evaluation):
         check_fits(ds, model.input_shape, what)
@@ -68,6 +80,23 @@ def load_inputs(model_path: str | Path, data_path: str | Path | None, target: Ta
         if warning:
             reporter.warn(warning)
     return model, data
+
+
+def onnx_as_keras(model: ModelHandle, data: Dataset | None, preprocess: Preprocess,
+                  reporter: Reporter) -> ModelHandle:
+    """An ONNX model converted to its Keras graph (``edgeprep.onnx.to_keras``) for the data's layout and shape;
+    any other model unchanged."""
+    if model.kind != "onnx":
+        return model
+    from edgeprep.onnx import to_keras
+
+    with reporter.step(f"Converting {model.path.name} to a Keras graph (checked against ONNX Runtime)"):
+        converted = to_keras(model, preprocess, data)
+    plan = converted.onnx.plan
+    fixed = "; " + ", ".join(f"{a} {how}" for a, how in plan.fixed) if plan.fixed else ""
+    reporter.info(f"ONNX input {plan.onnx_layout} {list(plan.declared)}: artifacts take {plan.layout} "
+                  f"{[1, *plan.shape]}{fixed}")
+    return converted
 
 
 def calibration_uses(target: TargetProfile) -> str | None:

@@ -24,8 +24,13 @@ from edgeprep.stages.verify import Reference, reference
 
 
 def _handle(model: ModelHandle, keras_model) -> ModelHandle:
-    """``model`` with another Keras object (same name, so artifacts keep the input model's name)."""
-    return replace(model, obj=keras_model, _saved_model_dir=None)
+    """``model`` with another Keras object (same name, so artifacts keep the input model's name). A model converted
+    from ONNX keeps ONNX Runtime as its float reference, with ``keras_model``'s BatchNorm statistics written into a
+    copy of the graph (a folded model has no BatchNorm layers left and keeps the reference it was folded from)."""
+    onnx = model.onnx
+    if onnx is not None and keras_model is not model.obj:
+        onnx = onnx.with_statistics(keras_model)
+    return replace(model, obj=keras_model, _saved_model_dir=None, onnx=onnx)
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,8 @@ def prepare(model: ModelHandle, cfg: CalibrateConfig, data: DataSpec | None, *, 
     sections["fold"] = folded.report.to_dict()
     if folded.report.status == "refused":
         reporter.warn(f"{folded.report.message}; converting the unfolded model")
-    return Prepared(_handle(model, unfolded), _handle(model, folded.model), sections, stale, telemetry, evaluated)
+    ref = _handle(model, unfolded)
+    return Prepared(ref, _handle(ref, folded.model), sections, stale, telemetry, evaluated)
 
 
 __all__ = ["Prepared", "prepare"]
