@@ -316,6 +316,20 @@ def test_missing_emulator_says_run_make_emulator(arts, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_profile_on_the_emulated_board_says_what_xnnpack_took(arts):
+    """--profile on the ARM64 board: its LiteRT has no per-op timer in Python either, and says so; the delegation
+    is read on the board itself (the aarch64 interpreter's own DELEGATE nodes)."""
+    require(rootfs_ready(), "the ARM64 emulator (make emulator)")
+    t = get_transport("qemu-aarch64", rootfs=str(emulator.default_rootfs()))
+    result = t.run(Job(str(arts["int8"].path), "litert", threads=1, runs=3, warmup=1, profile=True), 600)
+    assert result["device"]["machine"] == "aarch64"
+    assert result["profile"]["available"] is False and "delegation" in result["profile"]["reason"]
+    d = result["runtime"]["delegation"]
+    assert d["partitions"] >= 1 and d["ops"] > 0 and isinstance(d["not_delegated"], dict)
+    x86 = get_transport("local").run(Job(str(arts["int8"].path), "litert", threads=1, runs=3, warmup=1), 600)
+    assert d == x86["runtime"]["delegation"]          # the same artifact, the same XNNPACK partitioning
+
+
 def test_emulated_arm_matches_x86_numerics(arts, tmp_path):
     """Same int8 artifact, real ARM kernels: the x86 outputs as the reference, top-1 agrees on every sample and
     outputs differ by at most one output quantization step."""
