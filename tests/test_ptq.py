@@ -341,3 +341,68 @@ def test_run_with_edgeprep_ptq_beats_the_converters_on_the_example_model(tmp_pat
     assert sqnr["edgeprep", "tflite"] >= sqnr["vendor", "tflite"] + 2.0, sqnr
     assert sqnr["edgeprep", "openvino"] >= sqnr["vendor", "openvino"] + 0.3, sqnr
     assert abs(sqnr["edgeprep", "tflite"] - sqnr["edgeprep", "openvino"]) < 1.5, sqnr   # the same integers
+
+
+def _tiny_bn(seed: int = 1):
+    """Conv-BN-ReLU without bias, depthwise-BN, separable-BN, conv with bias-BN, Dense: BatchNorm left unfolded,
+    with statistics far from the identity."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    x = inp = keras.Input((28, 28, 1), name="image")
+    x = layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="c1")(x)
+    x = layers.BatchNormalization(name="bn1")(x)
+    x = layers.ReLU(name="r1")(x)
+    x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, depth_multiplier=2, name="dw")(x)
+    x = layers.BatchNormalization(name="bn2")(x)
+    x = layers.ReLU(name="r2")(x)
+    x = layers.SeparableConv2D(16, 3, strides=2, padding="same", use_bias=False, name="sep")(x)
+    x = layers.BatchNormalization(name="bn3")(x)
+    x = layers.ReLU(name="r3")(x)
+    x = layers.Conv2D(16, 1, name="c4")(x)
+    x = layers.BatchNormalization(center=False, name="bn4")(x)
+    x = layers.ReLU(name="r4")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dense(10, activation="softmax", name="head")(x)
+    model = keras.Model(inp, x)
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            weights = [rng.uniform(0.5, 2.0, n)] + ([rng.normal(0, 0.3, n)] if layer.center else []) + \
+                [rng.normal(0, 0.5, n), rng.uniform(0.2, 3.0, n)]
+            layer.set_weights([w.astype(np.float32) for w in weights])
+    return model
+
+
+def test_qat_starts_exactly_where_edgeprep_ptq_ended(data):
+    """``qat_start`` writes AdaRound's kernels and the corrected biases back into a model whose BatchNorm stays
+    unfolded (each kernel divided by its BN's scale, each bias through the BN's shift): folded again, as QAT's
+    graph does, it is PTQ's quantized graph, output for output, with the searched ranges."""
+    from edgeprep.ptq.adaround import AdaRoundConfig
+    from edgeprep.ptq.optimize import PTQSettings, quantize_params
+    from edgeprep.qat.model import QATModel
+    from edgeprep.stages.ptq import OwnedParams, qat_start
+
+    model = _tiny_bn()
+    settings = PTQSettings(calibration_samples=200, samples=64, adaround_config=AdaRoundConfig(iterations=30))
+    qat, account = quantize_params(model, data.calibration, settings)
+    assert {a["layer"] for a in account["adaround"]} == {"c1", "dw", "sep", "c4", "head"}
+    start, ranges, notes = qat_start(OwnedParams(qat, account, "int8"))
+    assert notes == []
+    assert [type(la).__name__ for la in start.layers].count("BatchNormalization") == 4     # still unfolded
+    x = _x(data, 32)
+    ptq_out = np.concatenate([qat.serving_function((28, 28, 1))(x[i:i + 1]).numpy() for i in range(len(x))])
+    resumed = QATModel(start, ranges)
+    got = np.concatenate([resumed.serving_function((28, 28, 1))(x[i:i + 1]).numpy() for i in range(len(x))])
+    plain = QATModel(model, ranges)       # the model as given, rounded to nearest: what the start must not be
+    nearest = np.concatenate([plain.serving_function((28, 28, 1))(x[i:i + 1]).numpy() for i in range(len(x))])
+    assert np.abs(got - ptq_out).max() < 1e-5, np.abs(got - ptq_out).max()
+    assert np.abs(nearest - ptq_out).max() > 1e-3
+    for name, kernels in qat.overrides.items():     # the same integers: the kernels fold back onto PTQ's grid
+        layer_w = resumed.folded_numpy(next(s for s in resumed.steps if s.name == name))[0]
+        want = kernels[0]
+        for a, b in zip(layer_w if isinstance(layer_w, tuple) else (layer_w,),
+                        want if isinstance(want, tuple) else (want,)):
+            assert np.allclose(a, b, rtol=1e-5, atol=1e-7), name

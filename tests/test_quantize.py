@@ -194,6 +194,9 @@ def test_qat_cli_labelled_exports_all_int8_tflite_and_openvino(cli, tmp_path, tr
     q = rep["quantize"]["qat"]
     assert q["objective"] == "labels" and q["steps"] == 12 and q["bn_frozen_at_step"] == 5
     assert set(q["bn_divergence"]) and q["replicas"] == 1
+    # fine-tuning started from edgeprep's PTQ (AdaRound kernels, corrected biases, searched ranges held)
+    assert q["config"]["start"] == "ptq" and rep["quantize"]["ptq_start"]["algorithms"]["adaround"]
+    assert rep["quantize"]["ptq_start"]["notes"] == []
     import keras
 
     tuned = keras.models.load_model(out / "small_cnn.qat.keras")   # a plain Keras model anyone can load

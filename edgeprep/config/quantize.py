@@ -13,6 +13,7 @@
     [quantize.qat]                 # quantization-aware fine-tuning (`edgeprep quantize --method qat`)
     epochs = 3
     learning_rate = 1e-5
+    start = "ptq"                  # from edgeprep PTQ's parameters ("float": the model as given)
 
 Every value is validated when the profile is loaded; the resolved table is saved with the run.
 """
@@ -52,6 +53,10 @@ class QATConfig:
     temperature: float = 1.0           # distillation: softmax temperature of the logit KL
     distill: Literal["auto", "always", "never"] = "auto"   # auto: distil when the data has no labels
     seed: int = 0
+    # Where fine-tuning starts. "ptq": from edgeprep's own PTQ ([quantize.ptq]: CLE-equalized weights, AdaRound's
+    # kernels, corrected biases, searched activation ranges, which are then held fixed); "float": from the model
+    # as given, activation ranges from min/max, tracked during training by ema_decay.
+    start: Literal["ptq", "float"] = "ptq"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):

@@ -86,6 +86,25 @@ def quantize(model_path, target: TargetProfile, data_path, out_dir=None, *, meth
     return None
 
 
+def _ptq_start(ctx: RunContext, model, cfg, section: dict):
+    """QAT's start from edgeprep's PTQ: the start model saved in the work directory and its activation ranges, or
+    None (with a warning) when the PTQ plan cannot run on this model."""
+    from edgeprep.stages.ptq import owned_or_warning, qat_start
+
+    with ctx.timed("ptq"), ctx.reporter.step("edgeprep PTQ: QAT's starting point"):
+        owned, warning = owned_or_warning(model, ctx.data.calibration, cfg, "int8")
+    if owned is None:
+        ctx.reporter.warn(f"{warning}; QAT starts from the float model")
+        section["notes"].append(f"{warning}; QAT starts from the float model")
+        return None
+    start_model, ranges, notes = qat_start(owned)
+    path = ctx.workdir / f"{model.name}.qat-start.keras"
+    start_model.save(path)
+    section["ptq_start"] = {"algorithms": owned.account["settings"], "seconds": owned.account["seconds"],
+                            "notes": notes}
+    return path, ranges
+
+
 def _qat(ctx: RunContext, model_path, cfg, labels: bool, distill: bool, strategy, n_cal: int,
          section: dict) -> list[Built] | None:
     import keras
@@ -105,13 +124,22 @@ def _qat(ctx: RunContext, model_path, cfg, labels: bool, distill: bool, strategy
     # training runs in a child process (a native crash there is one line); it starts now and imports TensorFlow
     # while this process calibrates. A multi-worker strategy trains in this process (process is None).
     with train.training_process(strategy) as process:
-        with ctx.reporter.step(f"Calibrating activation ranges on {n_cal} samples"), quiet():
-            ranges = activation_ranges(model.obj, calib, n_cal, cfg.range_method, cfg.percentile)
+        start_path, start = model.path, None
+        if q.start == "ptq":
+            start = _ptq_start(ctx, model, cfg, section)
+        if start is not None:
+            start_path, ranges = start
+        else:
+            if q.start == "ptq":
+                q = dataclasses.replace(q, start="float")
+            with ctx.reporter.step(f"Calibrating activation ranges on {n_cal} samples"), quiet():
+                ranges = activation_ranges(model.obj, calib, n_cal, cfg.range_method, cfg.percentile)
         steps = train.steps_for(q, calib.count, strategy.num_replicas_in_sync)
         with ctx.timed("qat"), ctx.reporter.step(
                 f"QAT fine-tuning, {steps} steps on {strategy.num_replicas_in_sync} replica(s), "
-                f"{'distillation' if use_distill else 'labels'}", total=steps) as advance:
-            result = train.train_isolated(model.path, calib, q, ranges, strategy, use_distill, ctx.workdir,
+                f"{'distillation' if use_distill else 'labels'}, from "
+                f"{'edgeprep PTQ' if q.start == 'ptq' else 'the float model'}", total=steps) as advance:
+            result = train.train_isolated(start_path, calib, q, ranges, strategy, use_distill, ctx.workdir,
                                           teacher=model.obj, progress=advance, process=process)
     import numpy as np
 
@@ -119,7 +147,7 @@ def _qat(ctx: RunContext, model_path, cfg, labels: bool, distill: bool, strategy
     if not train.is_chief(strategy):
         print(f"qat worker done: {result.steps} steps, weights checksum {checksum:.6f}", flush=True)
         return None
-    fresh = keras.models.load_model(model.path, compile=False)
+    fresh = keras.models.load_model(start_path, compile=False)
     fresh.set_weights(result.weights)
     qat = QATModel(fresh, ranges, q.ema_decay, state=result.state)
     section["qat"] = {**result.describe(), "weights_checksum": round(checksum, 6),

@@ -95,10 +95,11 @@ class QATModel:
     """
 
     def __init__(self, model, ranges: dict[str, tuple[float, float]], ema_decay: float = 0.99,
-                 state: dict[str, np.ndarray] | None = None, _calibrating: bool = False):
+                 state: dict[str, np.ndarray] | None = None, _calibrating: bool = False, track_ranges: bool = True):
         import tensorflow as tf
 
         self.model = model
+        self.track_ranges = track_ranges    # training moves the activation ranges (EMA of batch min/max)
         self.steps: list[Step] = plan(model)
         # post-training quantization parameters that replace a linear step's folded (kernel, bias) in the
         # quantized export graph (``edgeprep.ptq``: AdaRound's rounded kernels, bias-corrected biases); the float
@@ -289,7 +290,7 @@ class QATModel:
         if not q or not mode.activations:
             return y
         vmin, vmax = self.vars[f"{name}:min"], self.vars[f"{name}:max"]
-        if mode.training:
+        if mode.training and self.track_ranges:
             ctx = tf.distribute.get_replica_context()
             bmin, bmax = tf.reduce_min(y), tf.reduce_max(y)
             if ctx is not None and ctx.num_replicas_in_sync > 1:  # the global batch's extremes, as one device

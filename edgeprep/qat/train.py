@@ -213,7 +213,7 @@ def _fit(model_path: Path, x: np.ndarray, targets: np.ndarray, cfg: QATConfig, r
     keras.utils.set_random_seed(cfg.seed)
     with strategy.scope():
         student = keras.models.load_model(model_path, compile=False)
-        qat = QATModel(student, ranges, cfg.ema_decay)
+        qat = QATModel(student, ranges, cfg.ema_decay, track_ranges=cfg.start != "ptq")
         optimizer = keras.optimizers.Adam(cfg.learning_rate)
         trainable = student.trainable_variables
         optimizer.build(trainable)

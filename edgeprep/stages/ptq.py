@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
+
 from edgeprep.artifact import Artifact
 from edgeprep.backends import get_backend
 from edgeprep.config.quantize import QuantizeConfig
@@ -131,6 +133,55 @@ def snapped_model(owned: OwnedParams, model: ModelHandle) -> ModelHandle | None:
         if layer.use_bias:
             layer.bias.assign(b)
     return dataclasses.replace(model, obj=copy)
+
+
+def qat_start(owned: OwnedParams) -> tuple[object, dict[str, tuple[float, float]], list[str]]:
+    """Where QAT starts from edgeprep's PTQ: a copy of the (CLE-equalized) model whose layers hold AdaRound's
+    kernels and the corrected biases — BatchNorm left in place, each kernel divided by its BN's scale so that the
+    fold gives the PTQ values back — and the searched activation ranges. Also returns what could not be carried
+    (a corrected bias on a layer with neither a bias nor a BN shift to hold it)."""
+    import keras
+
+    from edgeprep.bn.maths import bn_affine
+    from edgeprep.qat.model import kernel_kind
+
+    qat = owned.qat
+    work = qat.model
+    copy = keras.models.clone_model(work)
+    copy.set_weights(work.get_weights())
+    layers = {layer.name: layer for layer in copy.layers}
+    notes = []
+    for s in (s for s in qat.steps if s.kind == "linear" and s.name in qat.overrides):
+        w, b = qat.overrides[s.name]
+        layer, kind = layers[s.name], kernel_kind(s.layer)
+        kernels = list(w) if kind == "separable" else [w]
+        bn = layers[s.fold.name] if s.fold is not None else None
+        if bn is not None:     # fold: w * scale, bias * scale + shift (per output channel): undo it
+            scale, shift = bn_affine(bn.gamma.numpy() if bn.scale else None, bn.beta.numpy() if bn.center else None,
+                                     qat.vars[f"{bn.name}:mean"].numpy(), qat.vars[f"{bn.name}:var"].numpy(),
+                                     bn.epsilon)
+            scale = np.where(np.abs(scale) > 1e-12, scale, 1e-12)
+            last = kernels[-1]
+            view = last.shape[-2:] if kind == "depthwise" else last.shape[-1:]
+            kernels[-1] = (last / scale.reshape(view)).astype(np.float32)
+            if layer.use_bias:
+                layer.bias.assign(((b - shift) / scale).astype(np.float32))
+            elif bn.center:    # no bias of its own: the BN's shift carries the correction
+                bn.beta.assign((bn.beta.numpy() + b - shift).astype(np.float32))
+            elif np.any(np.abs(b - shift) > 1e-7):
+                notes.append(f"{s.name}: its corrected bias has nowhere to go (no bias, BN without a shift)")
+        elif layer.use_bias:
+            layer.bias.assign(np.asarray(b, np.float32))
+        elif np.any(np.abs(b) > 1e-7):
+            notes.append(f"{s.name}: its corrected bias has nowhere to go (the layer has no bias)")
+        if kind == "separable":
+            layer.depthwise_kernel.assign(kernels[0])
+            layer.pointwise_kernel.assign(kernels[1])
+        else:
+            layer.kernel.assign(kernels[0])
+    ranges = {k[:-4]: (float(qat.vars[k].numpy()), float(qat.vars[k[:-4] + ":max"].numpy()))
+              for k in qat.vars if k.endswith(":min")}
+    return copy, ranges, notes
 
 
 def activations_for(cfg: QuantizeConfig, fmt: str) -> str:

@@ -13,6 +13,7 @@ percentile and min/max) of a tf2onnx export and AIMET-ONNX (CLE + AdaRound, W8A8
     python tests/benchmarks/run.py ptq                       # all three models (make bench ONLY=ptq)
     EDGEPREP_BENCH_PTQ_MODELS=sepres python tests/benchmarks/run.py ptq
     EDGEPREP_BENCH_AIMET_ITERATIONS=1000 ...                  # AdaRound steps per layer for AIMET (default 500)
+    EDGEPREP_BENCH_PTQ_QAT=0 ...                              # without the QAT rows (from PTQ, from float)
 
 Below each table: edgeprep's margin over the best peer, the goals of issue 15 and whether each is met.
 """
@@ -91,6 +92,38 @@ def edgeprep_rows(ctx: ptq_peers.Context, model: Path, manifest: Path, workdir: 
     return rows
 
 
+def qat_rows(ctx: ptq_peers.Context, model: Path, manifest: Path, workdir: Path) -> list[ptq_peers.Row]:
+    """``quantize --method qat`` (the target's QAT settings: 3 epochs over the calibration images, labels) started
+    from edgeprep's PTQ (``[quantize.qat] start = "ptq"``, the default) and from the float model, each artifact
+    measured like the peers'. Tool "edgeprep-qat": QAT rows are not PTQ rows in the goals."""
+    from edgeprep.pipelines.quantize import quantize
+
+    rows = []
+    float_top1 = ptq_peers._top1(ctx.ref_out, ctx.eval_y)
+    for start_from in ("ptq", "float"):
+        t = _target("int8")
+        t = dataclasses.replace(t, quantize=dataclasses.replace(
+            t.quantize, qat=dataclasses.replace(t.quantize.qat, start=start_from)))
+        began = time.perf_counter()
+        try:
+            result = quantize(model, t, manifest, workdir / f"qat-{start_from}", method="qat")
+        except Exception as exc:
+            for fmt in ("tflite", "openvino"):
+                rows.append(ptq_peers.skipped("edgeprep-qat", f"QAT from {start_from}", fmt,
+                                              ptq_peers._first_line(exc)))
+            continue
+        wall = time.perf_counter() - began
+        q = result.report["quantize"]["qat"]
+        for art in result.report["artifacts"]:
+            fmt = art["format"]
+            path = Path(result.out_dir) / art["path"]
+            agreement, sqnr, top1, latency = ptq_peers.MEASURE[fmt](path, ctx.eval_x, ctx.ref_out, ctx.eval_y)
+            rows.append(ptq_peers.Row("edgeprep-qat", f"QAT from {start_from}", fmt, agreement, sqnr, top1,
+                                      (float_top1 - top1) * 100.0, ptq_peers.size_of(path), latency, wall,
+                                      f"{q['steps']} steps, {q['objective']}; whole quantize run {wall:.0f} s"))
+    return rows
+
+
 def _is_int16(row: ptq_peers.Row) -> bool:
     return any(k in row.mode.lower() for k in INT16_MODES) or row.mode.startswith("int16")
 
@@ -99,8 +132,9 @@ def goals(name: str, hard: bool, rows: list[ptq_peers.Row]) -> list[tuple[str, s
     measured = [r for r in rows if not r.skipped and r.tool != "float"]
     ours8 = [r for r in measured if r.tool == "edgeprep" and not _is_int16(r)]
     ours16 = [r for r in measured if r.tool == "edgeprep" and _is_int16(r)]
-    peers8 = [r for r in measured if r.tool != "edgeprep" and not _is_int16(r)]
-    peers16 = [r for r in measured if r.tool != "edgeprep" and _is_int16(r)]
+    peers8 = [r for r in measured if not r.tool.startswith("edgeprep") and not _is_int16(r)]
+    peers16 = [r for r in measured if not r.tool.startswith("edgeprep") and _is_int16(r)]
+    qat = {(r.mode, r.fmt): r for r in measured if r.tool == "edgeprep-qat"}
     out = []
     if ours8 and peers8:
         best = max(peers8, key=lambda r: r.sqnr_db)
@@ -131,6 +165,11 @@ def goals(name: str, hard: bool, rows: list[ptq_peers.Row]) -> list[tuple[str, s
         gap = wonly[0].sqnr_db - tfl16[0].sqnr_db
         out.append((f"{name}: edgeprep int16 act within 1 dB of weights-only int8", f"{gap:.1f} dB below", "<= 1",
                     gap <= 1.0))
+    for r in ours8:       # QAT starts from PTQ's parameters so that it can only improve them
+        q = qat.get(("QAT from ptq", r.fmt))
+        if q is not None:
+            out.append((f"{name}: QAT from PTQ - edgeprep PTQ int8, {r.fmt} SQNR", f"{q.sqnr_db - r.sqnr_db:+.1f} dB",
+                        ">= 0", q.sqnr_db >= r.sqnr_db - 0.05))
     secs = [r.seconds for r in ours8 + ours16]
     if secs:
         out.append((f"{name}: edgeprep PTQ seconds (int8 + int16 parameter sets)", f"{sum(secs) / 2:.0f}",
@@ -162,6 +201,8 @@ def main() -> int:
             rows = ptq_peers.run_peers(ctx, {"float", *PEERS},
                                        log=lambda m: print(f"  {m}", file=sys.stderr, flush=True))
             rows += edgeprep_rows(ctx, model, manifest, Path(tmp))
+            if os.environ.get("EDGEPREP_BENCH_PTQ_QAT", "1") != "0":
+                rows += qat_rows(ctx, model, manifest, Path(tmp))
             print()
             ptq_peers.print_table(rows, ptq_peers._top1(ctx.ref_out, eval_y))
         skipped |= any(r.skipped for r in rows)
