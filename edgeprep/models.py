@@ -10,6 +10,12 @@ call once the data is known) turns it into a Keras handle whose ``onnx`` keeps t
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import shutil
+import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +25,7 @@ import numpy as np
 
 from edgeprep._util import files_of, first_line, quiet, sha256_of, tree_size
 from edgeprep.errors import InputError, ModelError
+from edgeprep.toolchain import require, require_tensorflow
 
 ModelKind = Literal["keras", "savedmodel", "onnx"]
 
@@ -43,6 +50,7 @@ class ModelHandle:
     size_bytes: int = 0
     _saved_model_dir: Path | None = field(default=None, repr=False)
     onnx: Any = field(default=None, repr=False)    # edgeprep.onnx.reference.OnnxReference: converted from ONNX
+    label: str | None = None     # what reports call a model that has no file of its own (a keras.Model object)
 
     @property
     def name(self) -> str:
@@ -53,7 +61,7 @@ class ModelHandle:
         return self.kind == "keras"
 
     def describe(self) -> dict:
-        return {"path": str(self.path), "kind": "onnx" if self.onnx is not None else self.kind,
+        return {"path": self.label or str(self.path), "kind": "onnx" if self.onnx is not None else self.kind,
                 "sha256": self.sha256, "size_bytes": self.size_bytes,
                 "input": {"name": self.input_name, "shape": list(self.input_shape)},
                 "output": {"shape": list(self.output_shape)},
@@ -115,21 +123,79 @@ def detect_kind(path: Path) -> ModelKind:
 
 def check_model_path(path: str | Path) -> ModelKind:
     """Cheap checks before anything heavy is imported: the file exists and its format is supported."""
-    path = Path(path)
+    path = _model_arg(path)
     if not path.exists():
         raise InputError(f"model not found: {path}", "check the path")
     return detect_kind(path)
 
 
-def load_model(path: str | Path) -> ModelHandle:
-    """Load a model file; every failure becomes one ``InputError``/``ModelError`` line."""
-    path = Path(path)
+# Files ``saved_model_object`` wrote for keras.Model objects -> the name reports give the model ("keras.Model
+# 'small_cnn'"): the pipelines take paths, and the object's temporary file is not where it came from.
+_OBJECT_LABELS: dict[Path, str] = {}
+
+
+def _model_arg(model: Any) -> Path:
+    """``model`` as a path; anything that is neither a path nor a string is refused with what was passed."""
+    if isinstance(model, (str, os.PathLike)):
+        return Path(model)
+    what = "a keras.Model object" if is_keras_model(model) else f"a {type(model).__module__}.{type(model).__name__}"
+    raise InputError(f"a model is a path to a .keras/.h5 file, a SavedModel directory or an .onnx file; got {what}",
+                     "pass a path" + (" (edgeprep.run and edgeprep.convert take keras.Model objects too)"
+                                      if is_keras_model(model) else ""))
+
+
+def is_keras_model(obj: Any) -> bool:
+    """Whether ``obj`` is a keras.Model (checked without importing Keras: an object of it means it is loaded)."""
+    keras = sys.modules.get("keras")
+    return keras is not None and isinstance(obj, keras.Model)
+
+
+def file_name(name: str) -> str:
+    """A model name as a file stem (``my model/v2`` -> ``my_model_v2``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
+
+
+@contextlib.contextmanager
+def saved_model_object(model: Any) -> Iterator[Path]:
+    """A keras.Model object saved as ``<model.name>.keras`` in a new temporary directory (never beside the user's
+    files), for the pipelines, which take paths; removed afterwards. ``load_model`` of that path gives a handle
+    named ``model.name`` whose report entry says ``keras.Model '<name>'``, not the temporary path."""
+    if not is_keras_model(model):
+        raise InputError(f"expected a keras.Model, got a {type(model).__module__}.{type(model).__name__}",
+                         "pass a keras.Model object or a model path")
+    directory = Path(tempfile.mkdtemp(prefix="edgeprep-model-"))
+    path = (directory / f"{file_name(model.name)}.keras").resolve()
+    try:
+        with quiet():
+            try:
+                model.save(path)
+            except Exception as exc:    # unbuilt, subclassed without get_config, ...: Keras says which
+                raise ModelError(f"cannot save the keras.Model '{model.name}' to a .keras file ({first_line(exc)})",
+                                 "edgeprep needs a model Keras can save and load: build it (call it on an input "
+                                 "or give keras.Input) and register custom layers") from None
+        _OBJECT_LABELS[path] = f"keras.Model '{model.name}'"
+        yield path
+    finally:
+        _OBJECT_LABELS.pop(path, None)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def load_model(model: str | Path | Any) -> ModelHandle:
+    """Load a model file (or a keras.Model object); every failure becomes one ``InputError``/``ModelError`` line.
+
+    An object is saved to a temporary ``.keras`` file and loaded from it, so the handle holds a copy: no stage
+    changes the caller's model."""
+    if is_keras_model(model):
+        with saved_model_object(model) as path:
+            return load_model(path)
+    path = _model_arg(model)
     kind = check_model_path(path)
     loader = {"keras": _load_keras, "savedmodel": _load_savedmodel, "onnx": _load_onnx}[kind]
     handle = loader(path)
     files = files_of(path)
     handle.sha256 = sha256_of(files, root=path if path.is_dir() else None)
     handle.size_bytes = tree_size(files)
+    handle.label = _OBJECT_LABELS.get(path.resolve())
     return handle
 
 
@@ -144,6 +210,7 @@ def _load_keras(path: Path) -> ModelHandle:
     if path.suffix == ".keras" and not zipfile.is_zipfile(path):
         raise ModelError(f"{path}: not a valid .keras file (it is not a zip archive; the file may be truncated)",
                          "re-save the model with model.save('model.keras')")
+    require_tensorflow("loading a Keras model")
     with quiet() as log:
         import keras
 
@@ -164,6 +231,7 @@ def _load_keras(path: Path) -> ModelHandle:
 
 
 def _load_savedmodel(path: Path) -> ModelHandle:
+    require_tensorflow("loading a SavedModel")
     with quiet():
         import tensorflow as tf
 
@@ -190,13 +258,10 @@ def _load_savedmodel(path: Path) -> ModelHandle:
 
 
 def _load_onnx(path: Path) -> ModelHandle:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        from edgeprep.errors import RuntimeUnavailable
-
-        raise RuntimeUnavailable("ONNX Runtime is not installed; it computes the float reference for .onnx "
-                                 "models", "pip install onnxruntime") from None
+    # ONNX Runtime is the float reference; edgeprep.onnx reads the graph (onnx) into Keras layers (TensorFlow)
+    require("an .onnx model", "onnx", "onnxruntime")
+    require_tensorflow("an .onnx model (converted to a Keras graph)")
+    import onnxruntime as ort
     try:
         opts = ort.SessionOptions()
         opts.log_severity_level = 3

@@ -58,3 +58,57 @@ def toolchain() -> dict:
     return {"edgeprep": __version__, "python": platform.python_version(),
             **{name: version_of(*dists) for name, dists in PACKAGES},
             "os": f"{platform.system()} {platform.release()}", "platform": sys.platform, "cpu": cpu_info()}
+
+
+# What each report field's toolchain is imported as, what messages call it, and the extra of pyproject.toml that
+# installs it (``pip install 'edgeprep[EXTRA]'``). TensorFlow is in no extra but ``tflite``: any TensorFlow
+# (``tensorflow``, ``tensorflow-cpu``, ``tensorflow-macos``) serves every format, so the others never force one.
+REQUIREMENTS: dict[str, tuple[str, str, str]] = {
+    "tensorflow": ("tensorflow", "TensorFlow", "tflite"),
+    "litert": ("ai_edge_litert", "LiteRT", "tflite"),
+    "openvino": ("openvino", "OpenVINO", "openvino"),
+    "nncf": ("nncf", "NNCF", "openvino"),
+    "coremltools": ("coremltools", "coremltools", "coreml"),
+    "onnx": ("onnx", "ONNX", "onnx"),
+    "onnxruntime": ("onnxruntime", "ONNX Runtime", "onnx"),
+}
+TENSORFLOW_HINT = "pip install 'edgeprep[tflite]', or a TensorFlow of your own: pip install tensorflow-cpu"
+
+
+def installed(field: str) -> bool:
+    """Whether the toolchain of report field ``field`` can be imported here (found, not imported: cheap)."""
+    from importlib.util import find_spec
+
+    try:
+        return find_spec(REQUIREMENTS[field][0]) is not None
+    except (ImportError, ValueError):    # a broken parent package or a module without a spec
+        return False
+
+
+def missing(*fields: str) -> list[str]:
+    """The report fields among ``fields`` whose toolchain is not installed, in the order given."""
+    return [f for f in fields if not installed(f)]
+
+
+def require(what: str, *fields: str) -> None:
+    """Refuse ``what`` ("the openvino format") when a toolchain of ``fields`` is missing: one ``RuntimeUnavailable``
+    line naming the toolchains and the extra that installs them (``pip install 'edgeprep[openvino]'``)."""
+    from edgeprep.errors import RuntimeUnavailable
+
+    absent = missing(*fields)
+    if not absent:
+        return
+    names = [REQUIREMENTS[f][1] for f in absent]
+    extras = sorted({REQUIREMENTS[f][2] for f in absent})
+    hint = f"pip install 'edgeprep[{','.join(extras)}]'"
+    if absent == ["tensorflow"]:
+        hint = TENSORFLOW_HINT
+    elif "tensorflow" in absent:
+        hint += " (or add a TensorFlow of your own: pip install tensorflow-cpu)"
+    raise RuntimeUnavailable(f"{what} needs {' and '.join(names)}", hint)
+
+
+def require_tensorflow(what: str) -> None:
+    """Refuse ``what`` ("loading a Keras model") without a TensorFlow: Keras 3 runs on it, and every converter
+    edgeprep drives reads the model through it."""
+    require(what, "tensorflow")

@@ -28,6 +28,22 @@ def get_backend(name: str) -> Backend:
     return REGISTRY.get(name)()
 
 
+def require(formats: Iterable[str]) -> None:
+    """Refuse, before any work, formats whose toolchain is not installed: one ``RuntimeUnavailable`` line naming
+    the toolchains and the extras that install them ("the openvino format needs OpenVINO and NNCF: pip install
+    'edgeprep[openvino]'"). Nothing is imported; the formats' names are checked first (an unknown one is refused)."""
+    from edgeprep.toolchain import missing
+    from edgeprep.toolchain import require as require_fields
+
+    backends = [get_backend(f) for f in dict.fromkeys(formats)]
+    short = [b for b in backends if missing(*b.packages)]
+    if not short:
+        return
+    fields = list(dict.fromkeys(f for b in short for f in b.packages))
+    names = " and ".join(b.name for b in short)
+    require_fields(f"the {names} format{'s' if len(short) > 1 else ''}", *fields)
+
+
 def needing_calibration(plan: Iterable[tuple[str, str]]) -> list[str]:
     """The ``"<format> <precision>"`` artifacts of ``plan`` ((format, precision) pairs) that cannot be converted
     without calibration data (``Backend.needs_calibration``: int8, except Core ML's weights-only int8)."""
@@ -39,5 +55,5 @@ def suffix_formats() -> dict[str, str]:
     return {get_backend(fmt).suffix: fmt for fmt in LISTED}
 
 
-__all__ = ["Backend", "FORMATS", "LISTED", "REGISTRY", "get_backend", "needing_calibration", "register",
+__all__ = ["Backend", "FORMATS", "LISTED", "REGISTRY", "get_backend", "needing_calibration", "register", "require",
            "suffix_formats"]

@@ -41,10 +41,20 @@ class Backend:
         """Whether converting at ``precision`` needs calibration data (int8 does, unless a backend says not)."""
         return precision == "int8"
 
+    def require(self, *fields: str) -> None:
+        """Refuse, with one line naming the extra to install (``pip install 'edgeprep[openvino]'``), this format
+        when its toolchain (``fields``, default all of ``packages``) is not installed here. Cheap: nothing is
+        imported."""
+        from edgeprep.toolchain import require
+
+        require(f"the {self.name} format", *(fields or self.packages))
+
     def check(self, model: ModelHandle, precision: str) -> None:
-        """Refuse, with one clear line, a model kind or precision this backend cannot convert."""
+        """Refuse, with one clear line, a model kind or precision this backend cannot convert, or a toolchain
+        that is not installed."""
         from edgeprep.errors import ConversionError, InputError
 
+        self.require()
         if precision not in self.precisions:
             raise InputError(f"{self.name} does not support precision '{precision}'",
                              f"choose one of {', '.join(self.precisions)}")

@@ -96,6 +96,7 @@ class CoreMLBackend(Backend):
         return ConvertResult(quant, tuple(notes))
 
     def inspect(self, path: Path) -> dict:
+        self.require("coremltools")
         import coremltools as ct
 
         spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
@@ -119,6 +120,7 @@ class CoreMLBackend(Backend):
         return "coreml-ref", {}, None
 
     def read_graph(self, path: Path) -> OpGraph:
+        self.require("coremltools")
         from edgeprep.backends.coreml.graph import read_graph
 
         return read_graph(path)

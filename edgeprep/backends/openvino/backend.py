@@ -78,6 +78,7 @@ class OpenVINOBackend(Backend):
         return is_openvino_ir(path)
 
     def inspect(self, path: Path) -> dict:
+        self.require("openvino")
         import openvino as ov
 
         m = ov.Core().read_model(str(path))
@@ -96,11 +97,13 @@ class OpenVINOBackend(Backend):
                             "performance_hint": options.performance_hint}, None
 
     def read_graph(self, path: Path) -> OpGraph:
+        self.require("openvino")
         from edgeprep.backends.openvino.graph import read_graph
 
         return read_graph(path)
 
     def layer_errors(self, quantized: Path, reference: Path | bytes, x) -> list:
+        self.require("openvino")
         from edgeprep.backends.openvino.layer_error import openvino_errors
 
         return openvino_errors(quantized, Path(reference), x)

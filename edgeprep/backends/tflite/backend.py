@@ -102,6 +102,7 @@ class TFLiteBackend(Backend):
         return ConvertResult(quant, tuple(notes))
 
     def inspect(self, path: Path) -> dict:
+        self.require("litert")
         from device_bench.runners.litert import LiteRTSession
 
         sess = LiteRTSession(str(path), threads=1, xnnpack=False)
@@ -111,11 +112,13 @@ class TFLiteBackend(Backend):
                 "float_ops": floats, "all_int8": not floats}
 
     def read_graph(self, path: Path) -> OpGraph:
+        self.require("litert")
         from edgeprep.backends.tflite.graph import read_graph
 
         return read_graph(path)
 
     def float_compute_ops(self, path: Path) -> list[FloatOp]:
+        self.require("litert")
         from edgeprep.backends.tflite.graph import float_ops as float_op_list
 
         return float_op_list(path)
@@ -127,6 +130,7 @@ class TFLiteBackend(Backend):
         return options.int8_io
 
     def layer_errors(self, quantized: Path, reference: Path | bytes, x) -> list:
+        self.require("litert")
         from edgeprep.backends.tflite.layer_error import tflite_errors
 
         return tflite_errors(quantized, reference, x)
