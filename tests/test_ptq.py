@@ -406,3 +406,35 @@ def test_qat_starts_exactly_where_edgeprep_ptq_ended(data):
         for a, b in zip(layer_w if isinstance(layer_w, tuple) else (layer_w,),
                         want if isinstance(want, tuple) else (want,)):
             assert np.allclose(a, b, rtol=1e-5, atol=1e-7), name
+
+
+def test_layers_named_to_keep_float_stay_float_with_edgeprep_ptq(tmp_path):
+    """An explicit [quantize] keep_float list applies to edgeprep's PTQ as to the converters' (it was ignored: the
+    fake-quant export kept nothing); a name that is no layer of the model is refused."""
+    import json
+
+    from edgeprep.config import from_mapping
+    from edgeprep.errors import ConfigError
+    from edgeprep.pipelines.quantize import quantize
+    from edgeprep.targets import TargetProfile
+
+    _tiny().save(tmp_path / "tiny.keras")
+
+    def target(keep):
+        return from_mapping(TargetProfile, {
+            "name": "t", "description": "tiny", "formats": ["tflite"], "precisions": ["int8"],
+            "quantize": {"calibration_samples": 100, "layer_error_samples": 0, "keep_float": keep,
+                         "ptq": {"engine": "edgeprep", "adaround_iterations": 5, "samples": 32}}}, "test")
+
+    result = quantize(tmp_path / "tiny.keras", target(["c2"]), MANIFEST, tmp_path / "kept", method="ptq")
+    [a] = result.report["artifacts"]
+    # its ReLU layer with it: the conv's output range is the ReLU's
+    assert a["quantization"]["kept_float"] == ["c2", "r2"]
+    assert a["quantization"]["algorithms"].startswith("edgeprep PTQ")
+    plain = quantize(tmp_path / "tiny.keras", target([]), MANIFEST, tmp_path / "plain", method="ptq")
+    [b] = plain.report["artifacts"]
+    assert "kept_float" not in b["quantization"] and b["sha256"] != a["sha256"]
+    assert a["inspection"]["float_ops"] and not b["inspection"]["float_ops"], (a["inspection"], b["inspection"])
+    with pytest.raises(ConfigError, match="keep_float names no layer of this model: nope"):
+        quantize(tmp_path / "tiny.keras", target(["nope"]), MANIFEST, tmp_path / "bad", method="ptq")
+    assert not (tmp_path / "bad").exists() and json.loads((tmp_path / "kept" / "report.json").read_text())

@@ -203,6 +203,34 @@ def test_qat_cli_labelled_exports_all_int8_tflite_and_openvino(cli, tmp_path, tr
     assert tuned.count_params() > 0 and (out / "small_cnn.qat-ranges.json").exists()
 
 
+@pytest.mark.slow
+def test_qat_never_leaves_the_artifact_worse_than_its_ptq_start(cli, tmp_path, trained_small):
+    """QAT that wrecks the model (a learning rate 10,000 times too large) ends further from the float model than
+    the PTQ it started from: the artifacts then carry PTQ's parameters — as close to the float model on the
+    evaluation data as `quantize --method ptq` with the same settings (which folds BatchNorm first, so the bytes
+    differ) — and the report and the console say so."""
+    t = tmp_path / "wild.toml"
+    t.write_text('name = "t"\ndescription = "test"\nformats = ["tflite"]\nprecisions = ["int8"]\n'
+                 '[quantize]\ncalibration_samples = 200\nlayer_error_samples = 0\n'
+                 '[quantize.ptq]\nengine = "edgeprep"\nadaround_iterations = 20\nsamples = 64\n'
+                 '[quantize.qat]\nsteps = 6\nlearning_rate = 0.5\n[verify]\nsamples = 300\n')
+    qat = cli("quantize", trained_small, "--method", "qat", "--labels", "--data", MANIFEST, "--target", t,
+              "--out", tmp_path / "qat")
+    assert qat.returncode == 0, qat.stderr[-2000:]
+    rep = json.loads((tmp_path / "qat" / "report.json").read_text())
+    versus = rep["quantize"]["qat"]["versus_ptq"]
+    assert versus["kept"] == "ptq" and versus["qat"]["sqnr_db"] < versus["ptq"]["sqnr_db"], versus
+    assert "the artifacts carry PTQ's parameters" in " ".join(qat.stdout.split() + qat.stderr.split())
+    [a] = rep["artifacts"]
+    assert "QAT did not improve" in a["quantization"]["weights"]
+    ptq = cli("quantize", trained_small, "--method", "ptq", "--data", MANIFEST, "--target", t,
+              "--out", tmp_path / "ptq")
+    assert ptq.returncode == 0, ptq.stderr[-2000:]
+    [b] = json.loads((tmp_path / "ptq" / "report.json").read_text())["artifacts"]
+    assert a["metrics"]["sqnr_db"] > b["metrics"]["sqnr_db"] - 1.5, (a["metrics"], b["metrics"])
+    assert a["metrics"]["agreement"] > b["metrics"]["agreement"] - 0.02, (a["metrics"], b["metrics"])
+
+
 def _target(tmp_path, extra=""):
     t = tmp_path / "t.toml"
     t.write_text('name = "t"\ndescription = "test"\nformats = ["tflite", "openvino"]\nprecisions = ["int8"]\n'

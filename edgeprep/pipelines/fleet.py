@@ -213,9 +213,11 @@ def run_target(model: Path, target, data: Path | None, out: Path | None, *, cali
                cli_preprocess: dict | None = None, reporter=None, split: float | None = None):
     """``edgeprep run`` with one target: the run directory's path and the target's device (when it is not this
     machine) are checked before any other work, then the run pipeline. Returns its ``RunResult``."""
+    from edgeprep.backends import require
     from edgeprep.pipelines.run import run as run_pipeline
     from edgeprep.rundir import default_out_dir
 
+    require(target.formats)      # a missing toolchain: one line before any work, not after the first format
     out = run_dir_out(out or default_out_dir(model, target))     # before the device check and any other work
     check_device_step(target.bench, runtimes(target), reporter)
     return run_pipeline(model, target, data, out, calibration_path=calibration_path, cli_preprocess=cli_preprocess,
@@ -241,11 +243,13 @@ def _complete(run_dir: Path, report: dict, target, arts: list, data: Path | None
 def run_fleet(model: Path, targets: list, data: Path | None, out: Path | None, *, calibration_path=None,
               cli_preprocess: dict | None = None, reporter=None, split: float | None = None):
     """Returns the fleet report, the output directory and each target's report by sub-directory name."""
+    from edgeprep.backends import require
     from edgeprep.pipelines.run import run as run_pipeline
     from edgeprep.report.write import write_all
     from edgeprep.stages.bench import evaluates_remotely, write_device_data
     from edgeprep.stages.convert import open_artifact
 
+    require(f for t in targets for f in t.formats)
     out = run_dir_out(out or Path("runs") / f"{model_name(model)}-fleet")
     with staged_dir(out) as staging:
         results, arts, npz = {}, {}, {}

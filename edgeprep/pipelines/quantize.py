@@ -102,7 +102,33 @@ def _ptq_start(ctx: RunContext, model, cfg, section: dict):
     start_model.save(path)
     section["ptq_start"] = {"algorithms": owned.account["settings"], "seconds": owned.account["seconds"],
                             "notes": notes}
-    return path, ranges
+    return path, ranges, owned
+
+
+def _fidelity(qat, x, ref) -> dict:
+    """SQNR (dB) and top-1 agreement of a fake-quant graph's outputs (as exported) against the float outputs."""
+    import numpy as np
+
+    from edgeprep.qat.model import Mode
+
+    qat.prepare_export()
+    out = np.concatenate([np.asarray(qat(x[i:i + 64], Mode(quantize=True, export=True))[0])
+                          for i in range(0, len(x), 64)]).reshape(ref.shape)
+    noise = float(np.sum((ref - out) ** 2))
+    sqnr = 10.0 * np.log10(float(np.sum(ref ** 2)) / noise) if noise > 0 else float("inf")
+    return {"sqnr_db": round(float(sqnr), 2),
+            "agreement": round(float(np.mean(np.argmax(ref, -1) == np.argmax(out, -1))), 4)}
+
+
+def _better_of(ctx: RunContext, model, tuned, ptq, samples: int = 256) -> dict:
+    """QAT started from PTQ's parameters; keep whichever graph is closer to the float model (SQNR) on the
+    calibration data QAT trained on, so fine-tuning never leaves the artifact worse than where it started."""
+    x = ctx.data.calibration.arrays(min(samples, ctx.data.calibration.count))[0]
+    ref = model.predict(x)
+    qat_f, ptq_f = _fidelity(tuned, x, ref), _fidelity(ptq, x, ref)
+    kept = "qat" if qat_f["sqnr_db"] >= ptq_f["sqnr_db"] else "ptq"
+    return {"samples": len(x), "data": "calibration (the data QAT trained on)", "qat": qat_f, "ptq": ptq_f,
+            "kept": kept}
 
 
 def _qat(ctx: RunContext, model_path, cfg, labels: bool, distill: bool, strategy, n_cal: int,
@@ -128,7 +154,7 @@ def _qat(ctx: RunContext, model_path, cfg, labels: bool, distill: bool, strategy
         if q.start == "ptq":
             start = _ptq_start(ctx, model, cfg, section)
         if start is not None:
-            start_path, ranges = start
+            start_path, ranges, owned = start
         else:
             if q.start == "ptq":
                 q = dataclasses.replace(q, start="float")
@@ -155,6 +181,20 @@ def _qat(ctx: RunContext, model_path, cfg, labels: bool, distill: bool, strategy
     # every compute op of the QAT TFLite is int8 (but for layers kept float on purpose), or the artifact fails
     ctx.artifact_checks.append(AllInt8.from_plan(qat.steps, ctx.target.tflite.float_fallback))
     tuned = export.finetuned_float_model(qat)
+    if start is not None:
+        with ctx.reporter.step("QAT against its PTQ start"), quiet():
+            versus = _better_of(ctx, model, qat, owned.qat)
+        section["qat"]["versus_ptq"] = versus
+        if versus["kept"] == "ptq":
+            msg = (f"QAT ended further from the float model than the PTQ it started from (SQNR "
+                   f"{versus['qat']['sqnr_db']} vs {versus['ptq']['sqnr_db']} dB on {versus['samples']} calibration "
+                   "samples): the artifacts carry PTQ's parameters; try more steps, distillation (--distill) or a "
+                   "smaller learning_rate")
+            ctx.reporter.warn(msg)
+            section["notes"].append(msg)
+            qat, tuned = owned.qat, keras.models.load_model(start_path, compile=False)
+    origin = "QAT" if start is None or section["qat"]["versus_ptq"]["kept"] == "qat" else \
+        "edgeprep PTQ (QAT did not improve on it)"
     tuned_path = ctx.staging / f"{model.name}.qat.keras"
     with atomic_path(tuned_path) as tmp:
         tuned.save(tmp)
@@ -177,8 +217,8 @@ def _qat(ctx: RunContext, model_path, cfg, labels: bool, distill: bool, strategy
                     continue
                 built.append(export_int8(
                     qat, fmt, opts, path, shape, ctx.workdir, method="qat",
-                    description={"weights": "int8 per-channel (Dense per-tensor), QAT",
-                                 "activations": "int8 (QAT ranges)"},
+                    description={"weights": "int8 per-channel (Dense per-tensor), " + origin,
+                                 "activations": "int8 (QAT ranges)" if origin == "QAT" else "int8 (PTQ ranges)"},
                     layer_error_samples=ctx.target.quantize.layer_error_samples,
                     options_for=ctx.target.options_for))
     return built

@@ -220,6 +220,16 @@ def export_owned(owned: OwnedParams, model: ModelHandle, fmt: str, path: Path, w
     built = export_int8(owned.qat, fmt, target.options_for(fmt), path, model.input_shape, workdir, method="ptq",
                         description=description, layer_error_samples=layer_error_samples,
                         options_for=target.options_for)
+    keep = target.quantize.keep_float
+    if keep and not target.quantize.keep_float_auto:     # layers named by the user (or a converter's node names)
+        names = {s.name for s in owned.qat.steps}
+        unknown = [k for k in keep if layer_of(k, names) is None]
+        if unknown:
+            from edgeprep.errors import ConfigError
+
+            raise ConfigError(f"keep_float names no layer of this model: {', '.join(unknown[:3])}",
+                              "use Keras layer names (or node names from the per-layer error report)")
+        built = dataclasses.replace(built, artifact=built.requantize(tuple(keep)))
     return built.artifact, built, model
 
 
@@ -232,6 +242,7 @@ def export_int8(qat, fmt: str, options, path: Path, input_shape: tuple, workdir:
     backend = get_backend(fmt)
 
     def build(keep: frozenset) -> Artifact:
+        keep = keep | _fused_activations(qat, keep)
         ours = backend.recognizes   # rebuilt with layers kept float: replaces the earlier one
         with atomic_path(path, ours) as tmp:
             backend.export_qat(qat, input_shape, tmp, workdir, options, keep=keep)
@@ -254,6 +265,17 @@ def export_int8(qat, fmt: str, options, path: Path, input_shape: tuple, workdir:
     def requantize(nodes):
         return build(frozenset(layer_of(n, names) for n in nodes) - {None})
     return Built(art, float_path, requantize)
+
+
+def _fused_activations(qat, keep: frozenset) -> frozenset:
+    """The activation layers whose range point is a kept linear layer's output (a Conv2D followed by its ReLU
+    layer): kept with it, else the converter sees float weights between int8 tensors and quantizes them itself."""
+    out = set()
+    for s in qat.steps:
+        if s.name in keep and s.kind == "linear" and not s.quantize_output and len(s.consumers) == 1 \
+                and s.consumers[0].kind == "act":
+            out.add(s.consumers[0].name)
+    return frozenset(out)
 
 
 def layer_of(node: str, names: set[str]) -> str | None:
