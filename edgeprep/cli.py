@@ -24,12 +24,17 @@ from edgeprep import __version__, _util
 from edgeprep.commands._common import EXIT_BUG, EXIT_ERROR, EXIT_OK
 from edgeprep.errors import EdgeprepError
 
+DEBUG_HELP = "Show tracebacks and the toolchains' own output."
+QUIET_HELP = "No progress output and notes; results, warnings and errors are still shown."
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog="-q/--quiet and --debug may also follow the command (edgeprep run ... -q). Shell completion "
+                    "(commands, options, target names): eval \"$(_EDGEPREP_COMPLETE=bash_source edgeprep)\" in "
+                    "~/.bashrc (zsh_source in ~/.zshrc; fish: _EDGEPREP_COMPLETE=fish_source edgeprep | source).")
 @click.version_option(__version__, prog_name="edgeprep")
-@click.option("--debug", is_flag=True, envvar="EDGEPREP_DEBUG",
-              help="Show tracebacks and the toolchains' own output.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress output; only results and errors.")
+@click.option("--debug", is_flag=True, envvar="EDGEPREP_DEBUG", help=DEBUG_HELP)
+@click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
 @click.pass_context
 def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
     """Prepare one trained Keras/TensorFlow vision model for edge devices.
@@ -52,12 +57,34 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
 COMMANDS = ("run", "convert", "verify", "bench", "gate", "history", "targets", "calibrate", "fold", "quantize")
 
 
+def _set_quiet(ctx: click.Context, _param, value: bool) -> None:
+    if value:
+        ctx.ensure_object(dict)["quiet"] = True
+
+
+def _set_debug(_ctx, _param, value: bool) -> None:
+    if value:
+        _util.set_verbose(True)
+
+
+def _accept_global_options(command: click.Command) -> None:
+    """``-q`` and ``--debug`` after the command name too (``edgeprep run MODEL ... -q``), on every subcommand."""
+    command.params += [click.Option(["--debug"], is_flag=True, expose_value=False, callback=_set_debug,
+                                    help=DEBUG_HELP),
+                       click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, callback=_set_quiet,
+                                    help=QUIET_HELP)]
+    for sub in getattr(command, "commands", {}).values():
+        _accept_global_options(sub)
+
+
 def _register() -> None:
     import importlib
 
     for name in COMMANDS:
         module = importlib.import_module(f"edgeprep.commands.{name}")
-        cli.add_command(getattr(module, name))
+        command = getattr(module, name)
+        _accept_global_options(command)
+        cli.add_command(command)
 
 
 _register()

@@ -13,6 +13,26 @@ def make_reporter(ctx: click.Context):
     return Reporter(quiet=(ctx.obj or {}).get("quiet", False))
 
 
+def complete_target(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
+    """Shell completion of ``--target`` and ``--targets``: the profile names on the search path ($EDGEPREP_TARGETS,
+    ./targets, shipped); a word that looks like a path completes as a file. ``--targets a,b,`` completes the name
+    after the last comma."""
+    from click.shell_completion import CompletionItem
+
+    head, _, word = incomplete.rpartition(",") if param.name == "targets_csv" else ("", "", incomplete)
+    if not head and ("/" in word or word.startswith(".") or word.endswith(".toml")):
+        return [CompletionItem(incomplete, type="file")]
+    try:
+        from edgeprep.targets import available
+
+        names = sorted(available())
+    except Exception:       # a completion never prints a traceback into the user's prompt
+        return []
+    taken = set(head.split(",")) if head else set()
+    prefix = f"{head}," if head else ""
+    return [CompletionItem(prefix + n) for n in names if n.startswith(word) and n not in taken]
+
+
 def _floats(value: str | None, name: str, count: int | None = None) -> tuple[float, ...] | None:
     if value is None:
         return None
@@ -90,13 +110,15 @@ def collect_preprocess(kw: dict) -> dict:
 
 def print_table(report: dict) -> None:
     """The result table, the reasons for what was not measured, and the verdict: "VERIFIED: ... against N
-    thresholds" only when thresholds were checked and passed, else MEASURED, UNMEASURED or FAILED."""
+    thresholds" only when thresholds were checked and passed, else MEASURED, UNMEASURED or FAILED. Under GitHub
+    Actions also the job summary and an annotation per failed check (``edgeprep.commands._ci``)."""
     from rich.table import Table
 
-    from edgeprep.progress import result_console
-    from edgeprep.report.markdown import columns, headline, rows
+    from edgeprep.commands._ci import report_to_ci
+    from edgeprep.progress import result_console, styled
+    from edgeprep.report.markdown import EMULATED_NOTE, columns, device_metric_lines, emulated, headline, rows
 
-    console = result_console()
+    console = result_console()      # reads no markup: paths, names and messages are shown as they are
     ref = report.get("reference") or {}
     title = f"{(report.get('model') or {}).get('path', 'benchmark of existing artifacts')}"
     if ref.get("accuracy") is not None:
@@ -109,26 +131,37 @@ def print_table(report: dict) -> None:
         style = "red" if r[-1].startswith("failed") else ("yellow" if r[-1] == "unmeasured" else None)
         table.add_row(*r, style=style)
     console.print(table)
-    from rich.markup import escape
-
-    from edgeprep.report.markdown import EMULATED_NOTE, device_metric_lines, emulated
-
     for a in report["artifacts"]:
         reason = a["verification"].get("reason")
         if reason:
             where = f"{a['device']}: " if a.get("device") else ""
-            console.print(f"[yellow]{escape(where)}{a['format']} {a['precision']}:[/yellow] {escape(reason)}")
+            console.print(styled((f"{where}{a['format']} {a['precision']}:", "yellow"), f" {reason}"))
 
     for line in device_metric_lines(report)[1:]:
-        console.print(escape(line))
+        console.print(line)
     if any(emulated(a) for a in report["artifacts"]):
-        console.print(f"[yellow]{EMULATED_NOTE}[/yellow]")
+        console.print(styled((EMULATED_NOTE, "yellow")))
     for t in (report.get("fleet") or {}).get("targets", []):
         if t.get("error"):
-            console.print(f"[red]{escape(t['name'])}:[/red] {escape(t['error'])}")
+            console.print(styled((f"{t['name']}:", "red"), f" {t['error']}"))
     word, text = headline(report)
     colour = {"VERIFIED": "green", "FAILED": "red"}.get(word, "yellow")
-    console.print(f"[bold {colour}]{escape(word)}[/bold {colour}]: {escape(text)}")
+    console.print(styled((word, f"bold {colour}"), f": {text}"))
+    report_to_ci(report)
+
+
+def record_history(reports: list, history_path, reporter) -> None:
+    """Record ``(report, report.json path)`` pairs in the run history (``run`` and ``bench``) and say where, in one
+    line: ``history: PATH``. A history that cannot be written is a warning; the run itself succeeded."""
+    from pathlib import Path
+
+    from edgeprep.history import try_record
+
+    where = None
+    for report, path in reports:
+        where = try_record(report, path, history_path, reporter.warn) or where
+    if where:
+        click.echo(f"history: {Path(where).resolve()} (this run recorded; --no-history to skip)")
 
 
 def keras_model_out(out, default_name: str, command: str):
@@ -177,6 +210,6 @@ def write_json_report(command: str, handle, out, sections: dict, data: dict | No
     return path
 
 
-__all__ = ["EXIT_OK", "EXIT_FAILED_CHECK", "EXIT_ERROR", "EXIT_BUG", "collect_preprocess", "data_options",
-           "with_calibrate",
-           "preprocess_options", "print_table", "make_reporter", "keras_model_out", "write_json_report"]
+__all__ = ["EXIT_OK", "EXIT_FAILED_CHECK", "EXIT_ERROR", "EXIT_BUG", "collect_preprocess", "complete_target",
+           "data_options", "with_calibrate", "preprocess_options", "print_table", "make_reporter", "record_history",
+           "keras_model_out", "write_json_report"]

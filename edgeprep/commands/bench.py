@@ -10,18 +10,20 @@ from edgeprep.commands._common import (
     EXIT_FAILED_CHECK,
     EXIT_OK,
     collect_preprocess,
+    complete_target,
     make_reporter,
     preprocess_options,
     print_table,
+    record_history,
 )
 
 
 @click.command()
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-t", "--target", "target_name", metavar="NAME_OR_PATH",
+@click.option("-t", "--target", "target_name", shell_complete=complete_target, metavar="NAME_OR_PATH",
               help="Take [bench] settings (where it runs: this machine, the ARM64 emulator, an ssh device), "
                    "threads, runtime options, preprocessing and [gates] from this profile.")
-@click.option("--targets", "targets_csv", metavar="A,B,C",
+@click.option("--targets", "targets_csv", shell_complete=complete_target, metavar="A,B,C",
               help="Benchmark on several targets' devices in parallel (one benchmark per device at a time): "
                    "OUT/report.json covers them all, OUT/<target>/ holds each device's own report.")
 @click.option("-d", "--data", type=click.Path(path_type=Path), metavar="PATH",
@@ -72,7 +74,6 @@ def bench(ctx: click.Context, artifacts: tuple[Path, ...], target_name: str | No
     still reported) or a [gates] threshold failed. Without --data the numerics are "unmeasured"; without a
     target's [gates] (or without --model, accuracy only) they are "measured", never "verified".
     """
-    from edgeprep import history
     from edgeprep.pipelines.bench import BenchInputs, run_bench
     from edgeprep.report import exit_ok
 
@@ -84,10 +85,7 @@ def bench(ctx: click.Context, artifacts: tuple[Path, ...], target_name: str | No
                                    overrides), out, reporter)
     print_table(result.report)
     if not no_history:
-        where = None
-        for sub, one in result.reports:
-            where = history.try_record(one, result.out_dir / sub / "report.json", history_path, reporter.warn)
-        if where:
-            click.echo(f"history: {where}")
+        record_history([(one, result.out_dir / sub / "report.json") for sub, one in result.reports], history_path,
+                       reporter)
     click.echo(f"report: {result.out_dir / 'report.json'}")
     return EXIT_OK if exit_ok(result.report["summary"]) else EXIT_FAILED_CHECK

@@ -10,6 +10,7 @@ from edgeprep.commands._common import (
     EXIT_FAILED_CHECK,
     EXIT_OK,
     collect_preprocess,
+    complete_target,
     keras_model_out,
     make_reporter,
     preprocess_options,
@@ -25,7 +26,7 @@ from edgeprep.commands._common import (
 @click.option("-o", "--out", type=click.Path(), metavar="PATH",   # str: keeps a trailing "/" (a folder)
               help="Recalibrated model (default: <model>.calibrated.keras here); the telemetry report is written "
                    "beside it as <name>.report.json.")
-@click.option("-t", "--target", "target_name", metavar="NAME_OR_PATH",
+@click.option("-t", "--target", "target_name", shell_complete=complete_target, metavar="NAME_OR_PATH",
               help="Take [calibrate] settings and preprocessing from this target profile.")
 @click.option("--method", type=click.Choice(["exact", "ema"]),
               help="exact: population statistics over all samples (default); ema: Keras-style momentum updates.")

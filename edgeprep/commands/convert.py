@@ -9,6 +9,7 @@ import click
 from edgeprep.commands._common import (
     EXIT_OK,
     collect_preprocess,
+    complete_target,
     data_options,
     make_reporter,
     preprocess_options,
@@ -26,7 +27,7 @@ from edgeprep.errors import InputError
                    "edgeprep's own PTQ instead when the target sets [quantize.ptq] engine = \"edgeprep\").")
 @click.option("-d", "--data", type=click.Path(path_type=Path), metavar="PATH",
               help="Calibration data for int8 (manifest, .npz, .npy or image folder).")
-@click.option("-t", "--target", "target_name", metavar="NAME_OR_PATH",
+@click.option("-t", "--target", "target_name", shell_complete=complete_target, metavar="NAME_OR_PATH",
               help="Take format options, preprocessing and calibration size from this target profile.")
 @click.option("-o", "--out", type=click.Path(), metavar="PATH",   # str: keeps a trailing "/" (a folder)
               help="Output file (default: <model>.<precision>.<ext> here). A directory, or a path ending in '/', "

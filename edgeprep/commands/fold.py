@@ -9,6 +9,7 @@ import click
 from edgeprep.commands._common import (
     EXIT_OK,
     collect_preprocess,
+    complete_target,
     keras_model_out,
     make_reporter,
     preprocess_options,
@@ -23,7 +24,8 @@ from edgeprep.commands._common import (
                    "<name>.report.json.")
 @click.option("-d", "--data", type=click.Path(path_type=Path), metavar="PATH",
               help="Data to verify equivalence on (its calibration set); without it, random inputs in [0, 1).")
-@click.option("-t", "--target", "target_name", metavar="NAME_OR_PATH", help="Take preprocessing from this profile.")
+@click.option("-t", "--target", "target_name", shell_complete=complete_target, metavar="NAME_OR_PATH",
+              help="Take preprocessing from this profile.")
 @click.option("--samples", type=click.IntRange(min=1), default=256, show_default=True,
               help="Samples the folded and unfolded models are compared on.")
 @click.option("--max-rel-error", type=click.FloatRange(min=0.0, min_open=True), default=1e-4, show_default=True,

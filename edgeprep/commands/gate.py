@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgeprep.commands._common import EXIT_ERROR, EXIT_FAILED_CHECK, EXIT_OK, make_reporter
+from edgeprep.commands._common import EXIT_ERROR, EXIT_FAILED_CHECK, EXIT_OK, complete_target, make_reporter
 
 
 @click.command()
@@ -15,17 +15,18 @@ from edgeprep.commands._common import EXIT_ERROR, EXIT_FAILED_CHECK, EXIT_OK, ma
               help="Baseline file (written by --update-baseline), or a report.json / run directory.")
 @click.option("--baseline-ref", metavar="COMMIT_OR_TAG",
               help="Take the baseline from the run history: the latest run of this tag or commit (prefix).")
-@click.option("-t", "--target", "target_name", metavar="NAME_OR_PATH",
+@click.option("-t", "--target", "target_name", metavar="NAME_OR_PATH", shell_complete=complete_target,
               help="Apply this profile's [gates] (default: the profile recorded in REPORT).")
 @click.option("--update-baseline", is_flag=True,
               help="Write REPORT as the new baseline at --baseline when the gate passes (or none exists yet).")
-@click.option("--markdown", type=click.Path(path_type=Path), metavar="PATH",
-              help="Write the report and the verdicts as Markdown (a pull-request comment).")
-@click.option("--junit", type=click.Path(path_type=Path), metavar="PATH", help="Write JUnit XML for CI systems.")
-@click.option("--html", type=click.Path(path_type=Path), metavar="PATH",
-              help="Write the HTML report with plots, the comparison and the history trend.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), metavar="PATH",
-              help="Write the verdicts as JSON.")
+@click.option("--markdown", type=click.Path(path_type=Path, allow_dash=True), metavar="PATH",
+              help="Write the report and the verdicts as Markdown (a pull-request comment); '-': to stdout.")
+@click.option("--junit", type=click.Path(path_type=Path, allow_dash=True), metavar="PATH",
+              help="Write JUnit XML for CI systems; '-': to stdout.")
+@click.option("--html", type=click.Path(path_type=Path, allow_dash=True), metavar="PATH",
+              help="Write the HTML report with plots, the comparison and the history trend; '-': to stdout.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path, allow_dash=True), metavar="PATH",
+              help="Write the verdicts as JSON; '-': to stdout (the table and messages then go to stderr).")
 @click.option("--history", "history_path", type=click.Path(path_type=Path), metavar="PATH",
               help="Run history for --baseline-ref and the trend plot (default: $EDGEPREP_HISTORY or "
                    ".edgeprep/history.sqlite).")
@@ -66,9 +67,11 @@ def gate(ctx: click.Context, report_path: Path, baseline: Path | None, baseline_
     Artifacts are matched by file name. Exit code 0: every check passed; 1: a regression; 2: the gate could not
     judge (a metric is missing, the baseline is unreadable or of another schema version) — never a pass.
     """
+    from edgeprep.commands._ci import gate_to_ci
     from edgeprep.errors import InputError
     from edgeprep.outputs import OutputError
-    from edgeprep.pipelines.gate import GateRequest, gate_report
+    from edgeprep.pipelines.gate import GateRequest, gate_report, is_stdout
+    from edgeprep.report import load_report
 
     if (baseline is None) == (baseline_ref is None):
         raise InputError("give exactly one of --baseline PATH and --baseline-ref COMMIT_OR_TAG",
@@ -78,12 +81,20 @@ def gate(ctx: click.Context, report_path: Path, baseline: Path | None, baseline_
     if update_baseline and baseline.is_dir():
         raise OutputError(f"--baseline {baseline} is a directory; --update-baseline writes a baseline file",
                           f"give a file path, e.g. {baseline.with_name(baseline.name + '.baseline.json')}")
+    dashes = [name for name, path in (("--markdown", markdown), ("--junit", junit), ("--html", html),
+                                      ("--json", json_path)) if is_stdout(path)]
+    if len(dashes) > 1:
+        raise InputError(f"{' and '.join(dashes)} all name stdout ('-'): it can carry one of them",
+                         "write the others to files")
+    to_stderr = bool(dashes)      # stdout carries a file: the table and the messages go to stderr
     reporter = make_reporter(ctx)
     outcome = gate_report(GateRequest(report_path, baseline, baseline_ref, target_name, update_baseline, markdown,
                                       junit, html, json_path, history_path, rebench, rebench_seconds,
                                       rebench_mode),
-                          show=_print, progress=reporter.info)
+                          show=lambda result: _print(result, to_stderr), progress=reporter.info)
     result = outcome.result
+    if result is not None:
+        gate_to_ci(load_report(report_path), result, err=to_stderr)
     if result is not None and result["status"] == "error":
         first = next(v for v in result["verdicts"] if v["status"] == "error")
         click.echo(f"edgeprep: error: the gate could not judge {result['counts']['error']} check(s); first: "
@@ -92,11 +103,11 @@ def gate(ctx: click.Context, report_path: Path, baseline: Path | None, baseline_
     if result is not None and result["status"] == "failed":
         return EXIT_FAILED_CHECK
     if outcome.message:
-        click.echo(outcome.message)
+        click.echo(outcome.message, err=to_stderr)
     return EXIT_OK
 
 
-def _print(result: dict) -> None:
+def _print(result: dict, to_stderr: bool = False) -> None:
     from rich.table import Table
 
     from edgeprep.progress import result_console
@@ -109,4 +120,4 @@ def _print(result: dict) -> None:
     styles = {"fail": "red", "error": "yellow", "pass": None}
     for v in result["verdicts"]:
         table.add_row(v["artifact"], v["check"], v["status"], v["detail"], style=styles[v["status"]])
-    result_console().print(table)
+    result_console(stderr=to_stderr).print(table)      # reads no markup: "[bench]" in a detail stays

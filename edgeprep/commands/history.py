@@ -6,13 +6,14 @@ from pathlib import Path
 
 import click
 
-from edgeprep.commands._common import EXIT_OK
+from edgeprep.commands._common import EXIT_OK, complete_target
 
 
 @click.command()
 @click.option("--history", "history_path", type=click.Path(path_type=Path), metavar="PATH",
               help="History file (default: $EDGEPREP_HISTORY or .edgeprep/history.sqlite).")
-@click.option("-t", "--target", "target_name", metavar="NAME", help="Only runs of this target.")
+@click.option("-t", "--target", "target_name", shell_complete=complete_target, metavar="NAME",
+              help="Only runs of this target.")
 @click.option("-n", "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Last N runs.")
 def history(history_path: Path | None, target_name: str | None, limit: int) -> int:
     """List recorded runs (edgeprep run / bench record each one): commit, tag, and per artifact its size,

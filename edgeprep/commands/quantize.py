@@ -10,6 +10,7 @@ from edgeprep.commands._common import (
     EXIT_FAILED_CHECK,
     EXIT_OK,
     collect_preprocess,
+    complete_target,
     data_options,
     make_reporter,
     preprocess_options,
@@ -26,7 +27,8 @@ from edgeprep.commands._common import (
 @click.option("-d", "--data", type=click.Path(path_type=Path), required=True, metavar="PATH",
               help="Data manifest (.toml), .npz, .npy or image folder: calibration (and QAT training) data, and "
                    "evaluation data for verification.")
-@click.option("-t", "--target", "target_name", default="litert-cpu", show_default=True, metavar="NAME_OR_PATH",
+@click.option("-t", "--target", "target_name", default="litert-cpu", show_default=True,
+              shell_complete=complete_target, metavar="NAME_OR_PATH",
               help="Target profile: its formats get int8 artifacts; [quantize] and [gates.int8] apply.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), metavar="DIR",
               help="Run directory (default: runs/<model>-<target>-<method>/): new, empty, or an earlier edgeprep "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from edgeprep.commands._common import EXIT_OK
+from edgeprep.commands._common import EXIT_OK, complete_target
 from edgeprep.errors import ConfigError, EdgeprepError
 
 
@@ -51,7 +51,7 @@ def targets(ctx: click.Context) -> int:
 
 
 @targets.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_target)
 def show(name: str) -> int:
     """Print the profile NAME exactly as found, comments included.
 

@@ -10,6 +10,7 @@ from edgeprep.commands._common import (
     EXIT_FAILED_CHECK,
     EXIT_OK,
     collect_preprocess,
+    complete_target,
     make_reporter,
     preprocess_options,
     print_table,
@@ -21,7 +22,7 @@ from edgeprep.commands._common import (
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-d", "--data", type=click.Path(path_type=Path), required=True, metavar="PATH",
               help="Evaluation data (manifest, .npz, .npy or image folder).")
-@click.option("-t", "--target", "target_name", metavar="NAME_OR_PATH",
+@click.option("-t", "--target", "target_name", shell_complete=complete_target, metavar="NAME_OR_PATH",
               help="Take runtime options, threads, preprocessing and [gates] thresholds from this profile.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), metavar="DIR",
               help="Also write report.json and summary.md into DIR (created if needed; earlier edgeprep reports "

@@ -190,6 +190,23 @@ def _rebench(req: GateRequest, report: dict, pending: list, progress: Callable[[
     return out
 
 
+def is_stdout(path: Path | None) -> bool:
+    """``-`` names standard output (``--json -``, ``--markdown -``)."""
+    return path is not None and str(path) == "-"
+
+
+def _write(path: Path, kind: str, text: str) -> None:
+    """One output file, written atomically (replacing only an edgeprep report of its kind), or standard output."""
+    if is_stdout(path):
+        import sys
+
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    with atomic_path(path, REPORT_KINDS[kind]) as tmp:
+        tmp.write_text(text)
+
+
 def gate_report(req: GateRequest, show: Callable[[dict], None] = lambda _result: None,
                 progress: Callable[[str], None] = lambda _m: None) -> GateOutcome:
     """Judge ``req.report``; ``show(result)`` is called with the verdicts before any file is written,
@@ -200,7 +217,7 @@ def gate_report(req: GateRequest, show: Callable[[dict], None] = lambda _result:
     for option, path, kind in (("--markdown", req.markdown, "markdown"), ("--junit", req.junit, "junit"),
                                ("--html", req.html, "html"), ("--json", req.json, "json"),
                                ("--baseline", req.baseline if req.update_baseline else None, "json")):
-        if path is not None:
+        if path is not None and not is_stdout(path):
             report_file_out(path, kind, option)   # before any work: never a directory, never someone else's file
     if req.update_baseline:
         from edgeprep.outputs import check_replaceable
@@ -251,13 +268,11 @@ def gate_report(req: GateRequest, show: Callable[[dict], None] = lambda _result:
     result["baseline"] = str(req.baseline) if req.baseline is not None else f"history:{req.baseline_ref}"
     show(result)
     if req.markdown:
-        with atomic_path(req.markdown, REPORT_KINDS["markdown"]) as tmp:
-            tmp.write_text(markdown_summary(report) + "\n" + to_markdown(result))
+        _write(req.markdown, "markdown", markdown_summary(report) + "\n" + to_markdown(result))
     if req.junit:
         from edgeprep.report.junit import junit_xml
 
-        with atomic_path(req.junit, REPORT_KINDS["junit"]) as tmp:
-            tmp.write_text(junit_xml(report, result))
+        _write(req.junit, "junit", junit_xml(report, result))
     if req.html:
         from edgeprep.report.html import html_report
 
@@ -265,11 +280,9 @@ def gate_report(req: GateRequest, show: Callable[[dict], None] = lambda _result:
             trend = history.trend(req.history, target_name)
         except InputError:      # no readable history: the report still gets its other plots
             trend = []
-        with atomic_path(req.html, REPORT_KINDS["html"]) as tmp:
-            tmp.write_text(html_report(report, directory, baseline=base, gate=result, trend=trend))
+        _write(req.html, "html", html_report(report, directory, baseline=base, gate=result, trend=trend))
     if req.json:
-        with atomic_path(req.json, REPORT_KINDS["json"]) as tmp:
-            tmp.write_text(json.dumps(result, indent=2) + "\n")
+        _write(req.json, "json", json.dumps(result, indent=2) + "\n")
     if result["status"] not in ("error", "failed") and req.update_baseline:
         _write_baseline(report, req.baseline, directory)
         return GateOutcome(result, f"baseline updated: {req.baseline} (its artifacts in "
