@@ -99,14 +99,14 @@ def test_command_line_runs_an_artifact(tmp_path, trained_small, eval_npz):
     assert bad.returncode == 2 and bad.stderr.startswith("device_bench: error: LiteRT cannot load")
 
 
-def test_time_pair_alternates_a_b_b_a_and_gives_each_its_runs():
+def test_time_pair_alternates_blocks_a_b_b_a_and_gives_each_its_runs():
     from device_bench.measure import time_pair
 
     order = []
     a, b = (lambda: order.append("a"), None), (lambda: order.append("b"), None)
-    ta, tb = time_pair(a, b, runs=6, warmup=1)
+    ta, tb = time_pair(a, b, runs=6, warmup=1, block=3, settle=1)
     assert order[:4] == ["a", "b", "a", "b"]                         # first inferences, then the warm-up
-    assert "".join(order[4:]) == "abbaabbaabba"
+    assert "".join(order[4:]) == "aaaa" "bbbb" "bbbb" "aaaa"         # blocks A B B A, each one untimed call first
     assert ta.iterations == tb.iterations == 6 and ta.first_ms >= 0 and len(ta.warmup_ms) == 1
 
 
