@@ -317,21 +317,25 @@ def test_an_int8_slower_than_its_fp32_sibling_is_flagged_by_hand():
     assert flag_slower_int8([entries[0], entry("tflite", "int8", 9.0, [9.0])]) == []
 
 
-def _blocks_keep_each_model_in_its_own_cache(fp32, int8):
-    """device_bench --versus (and gate's side-by-side rounds) time two models in one process. Alternating call by
-    call, each evicts the other's weights from the caches and their ratio shrinks toward 1 (measured here: 1.9-2.1
-    against 2.4-2.9 alone); in blocks of 20 calls, each first settling, the ratio is the one they have alone."""
-    from device_bench.measure import time_pair
+def _blocks_give_the_ratio_the_models_have_alone(fp32, int8):
+    """device_bench --versus (and gate's side-by-side rounds) time two models in one process, in blocks of 20 calls
+    alternating A B B A, each block settling first. Their ratio must be the one the two have when each is timed in
+    its own loop: on one machine, alternating call by call let each evict the other's weights and pulled
+    MobileNetV3Small's int8/fp32 ratio from 2.4-2.9 to 1.9-2.1; on another (and under a second core's load) call by
+    call already gave the ratio alone (3.2). What must hold everywhere is that blocks give the ratio alone."""
+    from device_bench.measure import time_calls, time_pair
     from device_bench.runners import open_model
 
     sessions = [open_model("litert", str(a), threads=1) for a in (fp32, int8)]
     calls = [(lambda s=s, v=np.zeros((1, *s.input.shape[1:]), np.float32): s.run(v), None) for s in sessions]
-
-    def ratio(**how):
-        a, b = time_pair(*calls, runs=300, warmup=10, **how)
-        return float(np.median(b.samples_ms) / np.median(a.samples_ms))
-    interleaved, blocks = ratio(block=1, settle=0), ratio()
-    assert blocks > 1.1 * interleaved, (interleaved, blocks)
+    alone, paired = [], []
+    for _ in range(2):             # alternating, so a drift of the machine falls on both
+        a, b = (time_calls(call, runs=300, warmup=10) for call, _own in calls)
+        alone.append(float(np.median(b.samples_ms) / np.median(a.samples_ms)))
+        a, b = time_pair(*calls, runs=300, warmup=10)
+        paired.append(float(np.median(b.samples_ms) / np.median(a.samples_ms)))
+    assert min(paired) > 1.3, paired                    # the int8 is slower: the labels are not crossed
+    assert abs(np.log(np.median(paired) / np.median(alone))) < np.log(1.1), (alone, paired)
 
 
 @pytest.mark.slow
@@ -349,7 +353,7 @@ def test_edgeprep_bench_says_when_int8_is_slower_than_fp32(tmp_path, loud_cli):
     convert(model, "tflite", "fp32", TFLiteOptions(), tmp_path / "mnv3.fp32.tflite")
     convert(model, "tflite", "int8", TFLiteOptions(), tmp_path / "mnv3.int8.tflite",
             calibration=load_data(DATA_DIR / "fashion_mnist_96rgb.toml").calibration, calibration_samples=32)
-    _blocks_keep_each_model_in_its_own_cache(tmp_path / "mnv3.fp32.tflite", tmp_path / "mnv3.int8.tflite")
+    _blocks_give_the_ratio_the_models_have_alone(tmp_path / "mnv3.fp32.tflite", tmp_path / "mnv3.int8.tflite")
     proc = loud_cli("bench", str(tmp_path / "mnv3.fp32.tflite"), str(tmp_path / "mnv3.int8.tflite"),
                     "--threads", "1", "--runs", "60", "--out", str(tmp_path / "out"), "--no-history")
     assert proc.returncode == 0, proc.stderr[-2000:]
