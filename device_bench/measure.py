@@ -75,9 +75,9 @@ def time_pair(a: tuple[Callable[[], object], Callable[[], float | None] | None],
     of the machine during the loop falls on both alike. Each block starts with ``settle`` untimed calls: on one
     machine, alternating call by call let each model evict the other's weights from the caches (MobileNetV3Small
     fp32 took 0.65 ms beside its int8 sibling against 0.44 ms alone, pulling their ratio from 2.0 to 1.3-1.5; on
-    another it made no difference); in blocks of 20 each takes what it takes alone. Each gets ``runs`` samples at least, and together they run for ``min_seconds`` at least. Each
-    ``Timing``'s ``seconds`` is half the loop's (its throughput an approximation: the latencies are what a
-    comparison uses)."""
+    another it made no difference); in blocks of 20 each takes what it takes alone. Each gets ``runs`` samples at
+    least, and together they run for ``min_seconds`` at least. Each ``Timing``'s ``seconds`` is half the loop's
+    (its throughput an approximation: the latencies are what a comparison uses)."""
     if runs < 1:
         raise ValueError("runs must be >= 1")
     if block < 1 or settle < 0:
