@@ -195,33 +195,16 @@ def _convert(model: Path, fmt: str, precision: str, data: Optional[Path], target
     prepared = prepare(handle, calibrate_cfg, spec, reporter=reporter,
                        verify_samples=target.verify.samples if target else None,
                        target_name=f"target '{target.name}'" if target else "calibrate=True")
-    if precision == "int8" and target is not None and target.quantize.ptq.engine == "edgeprep" \
-            and calibration is not None and prepared.to_convert.is_keras:
-        art = _owned(prepared.to_convert, fmt, dataclasses.replace(target, quantize=opts["quantize"]), calibration,
-                     out_path, reporter)
+    if precision == "int8" and target is not None and calibration is not None and prepared.to_convert.is_keras:
+        from edgeprep.pipelines.convert import owned_int8
+
+        art = owned_int8(prepared.to_convert, fmt, dataclasses.replace(target, quantize=opts["quantize"]),
+                         calibration, out_path, reporter)
         if art is not None:
             return art
     with reporter.step(f"Converting to {fmt} {precision}"):
         return convert_stage(prepared.to_convert, out=out_path, calibration=calibration, **opts)
 
-
-def _owned(model: Any, fmt: str, target: TargetProfile, calibration: Any, out: Path, reporter: Any) -> Any:
-    """int8 from edgeprep's own PTQ parameters, as ``edgeprep convert`` makes it; None when they cannot be
-    computed for this model (a warning, then the converter's own PTQ)."""
-    import tempfile
-
-    from edgeprep.stages import ptq
-
-    activations = ptq.activations_for(target.quantize, fmt)
-    with reporter.step(f"edgeprep PTQ ({ptq.label(activations)})"):
-        owned, warning = ptq.owned_or_warning(model, calibration, target.quantize, activations,
-                                              step=lambda m: reporter.info(f"  {m}"))
-    if warning:
-        reporter.warn(warning)
-        return None
-    with reporter.step(f"Converting to {fmt} int8 (edgeprep PTQ)"), tempfile.TemporaryDirectory() as work:
-        art, _, _ = ptq.export_owned(owned, model, fmt, out, Path(work), target, calibration)
-    return art
 
 
 # -- arguments: refused with one clear line, before any work --------------------------------------------------------

@@ -3,6 +3,8 @@ the committed Fashion-MNIST data, and the same integers in the TFLite and OpenVI
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from conftest import MANIFEST
@@ -438,3 +440,65 @@ def test_layers_named_to_keep_float_stay_float_with_edgeprep_ptq(tmp_path):
     with pytest.raises(ConfigError, match="keep_float names no layer of this model: nope"):
         quantize(tmp_path / "tiny.keras", target(["nope"]), MANIFEST, tmp_path / "bad", method="ptq")
     assert not (tmp_path / "bad").exists() and json.loads((tmp_path / "kept" / "report.json").read_text())
+
+
+def test_engine_choice_takes_the_cheapest_tier_that_meets_the_gates_by_hand():
+    from edgeprep.stages.ptq_choice import Candidate, choose, needs_escalation
+
+    ep = Candidate("edgeprep", 0, {"sqnr_db": 36.0, "agreement": 0.99}, True)
+    vendor = Candidate("vendor", 0, {"sqnr_db": 30.0, "agreement": 0.995}, True)
+    wide = Candidate("edgeprep-int16", 1, {"sqnr_db": 50.0, "agreement": 1.0}, True)
+    assert choose([vendor, ep])[0] == 1                      # both pass: the nearer the float model
+    assert choose([vendor, ep, wide])[0] == 1                # int16 passes too, but costs latency: int8 kept
+    missed = [dataclasses.replace(c, passed=False) for c in (ep, vendor)]
+    assert needs_escalation(missed) and not needs_escalation([ep, missed[1]])
+    index, why = choose(missed + [wide])
+    assert index == 2 and why.startswith("meets every int8 gate")
+    index, why = choose(missed + [dataclasses.replace(wide, passed=False)])
+    assert index == 2 and why.startswith("no candidate meets")
+    assert choose([Candidate("vendor", 0, {"sqnr_db": float("nan")}, True),
+                   Candidate("edgeprep", 0, {"sqnr_db": 1.0}, True)])[0] == 1   # NaN is never nearer
+    with pytest.raises(ValueError):
+        choose([])
+
+
+def test_engine_auto_measures_both_engines_and_escalates_to_int16_only_when_int8_misses(tmp_path):
+    """``[quantize.ptq] engine = "auto"`` through ``edgeprep quantize``: each candidate converted and measured on the
+    calibration data; with a gate int8 meets, int8 is kept (the candidate nearer the float model there); with one
+    no int8 candidate meets, edgeprep's 16-bit activations are tried and chosen. The report says what was measured."""
+    from edgeprep.config import from_mapping
+    from edgeprep.pipelines.quantize import quantize
+    from edgeprep.targets import TargetProfile
+
+    _tiny().save(tmp_path / "tiny.keras")
+
+    def target(min_sqnr):
+        return from_mapping(TargetProfile, {
+            "name": "t", "description": "tiny", "formats": ["tflite"], "precisions": ["int8"],
+            "gates": {"int8": {"min_sqnr_db": min_sqnr}},
+            "quantize": {"calibration_samples": 100, "layer_error_samples": 0,
+                         "ptq": {"engine": "auto", "adaround_iterations": 5, "samples": 32}}}, "test")
+
+    easy = quantize(tmp_path / "tiny.keras", target(5.0), MANIFEST, tmp_path / "easy", method="ptq").report
+    choice = easy["ptq"]["choice"]["tflite"]
+    assert [c["name"] for c in choice["candidates"]] == ["edgeprep", "vendor"], choice     # int8 met the gate
+    assert all(c["passed"] and c["sqnr_db"] > 5 for c in choice["candidates"])
+    nearer = max(choice["candidates"], key=lambda c: c["sqnr_db"])["name"]
+    [a] = easy["artifacts"]
+    assert choice["chosen"] == nearer == a["quantization"]["engine"]
+    assert "calibration" in choice["selected_on"] or "fashion" in choice["selected_on"]
+    hard = quantize(tmp_path / "tiny.keras", target(90.0), MANIFEST, tmp_path / "hard", method="ptq").report
+    choice = hard["ptq"]["choice"]["tflite"]
+    names = [c["name"] for c in choice["candidates"]]
+    assert names == ["edgeprep", "vendor", "edgeprep-int16"] and not any(c["passed"] for c in choice["candidates"])
+    by = {c["name"]: c for c in choice["candidates"]}
+    assert by["edgeprep-int16"]["sqnr_db"] > max(by["edgeprep"]["sqnr_db"], by["vendor"]["sqnr_db"]) + 10, by
+    [a] = hard["artifacts"]
+    assert choice["chosen"] == "edgeprep-int16" and a["quantization"]["activations"] == "int16 (16x8)"
+    assert a["verification"]["status"] == "failed"          # measured on the evaluation data: 90 dB is out of reach
+    # edgeprep.convert (and the convert command, one function) makes the same choice, so the same bytes
+    import edgeprep
+
+    art = edgeprep.convert(tmp_path / "tiny.keras", "tflite", "int8", data=MANIFEST, target=target(90.0),
+                           out=tmp_path / "api.tflite")
+    assert art.quantization["engine"] == "edgeprep-int16" and art.sha256 == a["sha256"]

@@ -24,7 +24,8 @@ from edgeprep.errors import InputError
               help="Deployment format.")
 @click.option("--precision", required=True, type=click.Choice(["fp32", "fp16", "int8"]),
               help="fp32; fp16 weights; int8 (TFLite: full integer; OpenVINO: NNCF PTQ; Core ML: 8-bit weights; "
-                   "edgeprep's own PTQ instead when the target sets [quantize.ptq] engine = \"edgeprep\").")
+                   "edgeprep's own PTQ instead when the target sets [quantize.ptq] engine = \"edgeprep\"; "
+                   "\"auto\": both measured on the calibration data, the better kept).")
 @click.option("-d", "--data", type=click.Path(path_type=Path), metavar="PATH",
               help="Calibration data for int8 (manifest, .npz, .npy or image folder).")
 @click.option("-t", "--target", "target_name", shell_complete=complete_target, metavar="NAME_OR_PATH",
@@ -121,10 +122,11 @@ def convert(ctx: click.Context, model: Path, fmt: str, precision: str, data: Pat
     if fold.get("status") == "folded":
         reporter.info(f"folded {len(fold['folded'])} of {fold['bn_layers']} BatchNorm layers (verified equivalent)")
     art = None
-    if precision == "int8" and target is not None and target.quantize.ptq.engine == "edgeprep" \
-            and calibration is not None and prepared.to_convert.is_keras:
-        art = _owned(prepared.to_convert, fmt, dataclasses.replace(target, quantize=opts["quantize"]), calibration,
-                     Path(out), reporter)
+    if precision == "int8" and target is not None and calibration is not None and prepared.to_convert.is_keras:
+        from edgeprep.pipelines.convert import owned_int8
+
+        art = owned_int8(prepared.to_convert, fmt, dataclasses.replace(target, quantize=opts["quantize"]),
+                         calibration, Path(out), reporter)
     if art is None:
         with reporter.step(f"Converting to {fmt} {precision}"):
             art = convert_stage(prepared.to_convert, out=out, calibration=calibration, **opts)
@@ -133,21 +135,3 @@ def convert(ctx: click.Context, model: Path, fmt: str, precision: str, data: Pat
                + (f"; {art.quantization['algorithms']}" if art.quantization.get("algorithms") else ""))
     return EXIT_OK
 
-
-def _owned(model, fmt: str, target, calibration, out: Path, reporter):
-    """int8 from edgeprep's own PTQ parameters (``[quantize.ptq] engine = "edgeprep"``), exactly as ``run`` makes
-    it; None when they cannot be computed for this model (a warning, then the converter's own PTQ)."""
-    import tempfile
-
-    from edgeprep.stages import ptq
-
-    activations = ptq.activations_for(target.quantize, fmt)
-    with reporter.step(f"edgeprep PTQ ({ptq.label(activations)})"):
-        owned, warning = ptq.owned_or_warning(model, calibration, target.quantize, activations,
-                                              step=lambda m: reporter.info(f"  {m}"))
-    if warning:
-        reporter.warn(warning)
-        return None
-    with reporter.step(f"Converting to {fmt} int8 (edgeprep PTQ)"), tempfile.TemporaryDirectory() as work:
-        art, _, _ = ptq.export_owned(owned, model, fmt, out, Path(work), target, calibration)
-    return art

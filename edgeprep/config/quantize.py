@@ -5,7 +5,7 @@
     range_method = "minmax"        # "minmax", or "percentile" (clip activation ranges at `percentile`)
     keep_float = []                # layer names kept in float; ["auto"] = worst layers until the drop is met
     [quantize.ptq]                 # edgeprep's own PTQ (engine = "vendor": the converters' own)
-    engine = "edgeprep"             # default "vendor" (the converters' own PTQ)
+    engine = "edgeprep"            # default "vendor" (the converters' own PTQ); "auto" measures both
     ranges = "mse"                 # minmax | percentile | mse (range_method above applies to engine = "vendor")
     cle = true
     adaround = true
@@ -80,7 +80,10 @@ class PTQConfig:
 
     The algorithms run in this order; each is measured in ``make bench`` (README, "Quantization quality")."""
 
-    engine: Literal["edgeprep", "vendor"] = "vendor"     # "edgeprep": our algorithms; vendor: each converter's own PTQ
+    # "edgeprep": our algorithms; "vendor": each converter's own PTQ; "auto": both converted and measured on the
+    # calibration data, the one meeting the int8 gates nearer the float model kept, and edgeprep's with 16-bit
+    # activations tried too (TFLite) when neither meets them (edgeprep.stages.ptq_choice)
+    engine: Literal["edgeprep", "vendor", "auto"] = "vendor"
     ranges: Literal["minmax", "percentile", "mse"] = "mse"   # activation range per tensor
     cle: bool = True                   # cross-layer equalization of conv->conv and depthwise->pointwise pairs
     adaround: bool = True              # learned up/down rounding of the int8 weights

@@ -175,7 +175,7 @@ def owned_ptq(ctx: RunContext, model: ModelHandle):
     16-bit activations and for backends whose int8 is weights only, such as Core ML). None when the converters
     quantize (engine "vendor", no int8, no data, or a model that is not Keras)."""
     cfg = ctx.target.quantize
-    if cfg.ptq.engine != "edgeprep" or "int8" not in ctx.target.precisions or ctx.data is None \
+    if cfg.ptq.engine == "vendor" or "int8" not in ctx.target.precisions or ctx.data is None \
             or not model.is_keras:
         return None
     return _OwnedCache(ctx, model)
@@ -183,7 +183,19 @@ def owned_ptq(ctx: RunContext, model: ModelHandle):
 
 class _OwnedCache:
     def __init__(self, ctx: RunContext, model: ModelHandle):
-        self.ctx, self.model, self.made = ctx, model, {}
+        self.ctx, self.model, self.made, self._cal_ref = ctx, model, {}, None
+
+    def calibration_reference(self):
+        """The float model's outputs on the calibration samples the engine choice measures candidates on."""
+        if self._cal_ref is None:
+            from edgeprep.stages.verify import reference
+
+            calibration = self.ctx.data.calibration
+            n = min(calibration.count, self.ctx.target.verify.samples or calibration.count)
+            with self.ctx.reporter.step("Float reference outputs on the calibration data (PTQ engine choice)",
+                                        total=n) as advance:
+                self._cal_ref = reference(self.model, calibration, n, advance)
+        return self._cal_ref
 
     def get(self, activations: str):
         from edgeprep.stages.ptq import label, owned_or_warning
@@ -211,6 +223,17 @@ def export_owned(ctx: RunContext, cache: _OwnedCache, model: ModelHandle, fmt: s
     from edgeprep.pipelines.refine import ptq_built
     from edgeprep.stages import ptq
 
+    if ctx.target.quantize.ptq.engine == "auto":
+        from edgeprep.stages import ptq_choice
+
+        with ctx.timed(f"ptq choice ({fmt})"):
+            art, built, record = ptq_choice.choose_int8(
+                model, fmt, path, ctx.workdir, ctx.target, ctx.data.calibration, cache.get,
+                cache.calibration_reference(), ctx.target.threads, step=lambda m: ctx.reporter.info(f"  {m}"))
+        ctx.reporter.info(ptq_choice.line(f"{fmt} int8", record))
+        ctx.sections.setdefault("ptq", {}).setdefault("choice", {})[fmt] = record
+        ctx.built[art.path] = built if built is not None else ptq_built(ctx, model, art, artifacts)
+        return art
     owned = cache.get(ptq.activations_for(ctx.target.quantize, fmt))
     if owned is None:
         return convert(model, out=path, workdir=ctx.workdir, calibration=ctx.data.calibration,
