@@ -488,6 +488,9 @@ def test_rebench_judges_latency_side_by_side_on_the_real_artifacts(scene, baseli
     assert code == 0, result
     assert result["rebench"]["m.fp32.tflite"]["decision"] == "within"
     assert result["rebench"]["m.fp32.tflite"]["mode"] == "in-process"          # the default
+    # each round times 0.25 s at least: 100 calls of a tiny model are too few to give a steady median
+    rb = result["rebench"]["m.fp32.tflite"]
+    assert rb["round_seconds"] == 0.25 and rb["seconds"] >= rb["rounds"] * 0.25
     assert "side by side" in result["verdicts"][0]["detail"]
 
 

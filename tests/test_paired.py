@@ -75,6 +75,7 @@ def test_error_rates_over_many_trials_of_real_sized_noise():
 
 
 def test_sampling_settings_are_validated():
-    for bad in ({"min_rounds": 2}, {"min_rounds": 10, "max_rounds": 5}, {"max_seconds": 0}, {"confidence": 1.0}):
+    for bad in ({"min_rounds": 2}, {"min_rounds": 10, "max_rounds": 5}, {"max_seconds": 0}, {"confidence": 1.0},
+                {"round_seconds": -0.1}):
         with pytest.raises(ValueError):
             Sampling(**bad)

@@ -36,10 +36,11 @@ class Comparison:
     candidate_ms: tuple[float, ...]                # each round's median, in rounds order
     baseline_ms: tuple[float, ...]
     mode: str = "in-process"
+    round_seconds: float = 0.0                     # the least measured time of a round
 
     def to_dict(self) -> dict:
         return {"decision": self.decision, "mode": self.mode, **(self.ratio.to_dict() if self.ratio else {}),
-                "limit": self.limit,
+                "limit": self.limit, "round_seconds": self.round_seconds,
                 "seconds": round(self.seconds, 2), "candidate_p50_ms": [round(v, 5) for v in self.candidate_ms],
                 "baseline_p50_ms": [round(v, 5) for v in self.baseline_ms]}
 
@@ -54,8 +55,8 @@ def compare(candidate: Artifact, baseline: Artifact, config: BenchConfig, thread
     ``progress(rounds, ratio)`` is called after each round. A benchmark that fails raises ``BenchFailed``."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}")
-    jobs = {"candidate": replace(job_for(candidate, config, threads), data=None, profile=False),
-            "baseline": replace(job_for(baseline, config, threads), data=None, profile=False)}
+    jobs = {"candidate": round_job(candidate, config, threads, sampling),
+            "baseline": round_job(baseline, config, threads, sampling)}
     medians: dict[str, list[float]] = {"candidate": [], "baseline": []}
     start = clock()
     while True:
@@ -71,7 +72,14 @@ def compare(candidate: Artifact, baseline: Artifact, config: BenchConfig, thread
             progress(len(medians["candidate"]), ratio)
         if step != "continue":
             return Comparison(step, ratio, limit, clock() - start, tuple(medians["candidate"]),
-                              tuple(medians["baseline"]), mode)
+                              tuple(medians["baseline"]), mode, jobs["candidate"].min_seconds)
+
+
+def round_job(artifact: Artifact, config: BenchConfig, threads: int | None, sampling: Sampling = Sampling()):
+    """The device_bench job of one artifact in a round: ``edgeprep bench``'s, timing only, for at least
+    ``sampling.round_seconds``."""
+    job = job_for(artifact, config, threads)
+    return replace(job, data=None, profile=False, min_seconds=max(job.min_seconds, sampling.round_seconds))
 
 
 def in_process_round(first, second, config: BenchConfig) -> tuple[list[float], list[float]]:

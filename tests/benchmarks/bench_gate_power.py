@@ -21,7 +21,8 @@ What is measured:
    "interleaved" (k random rounds: the baseline their A processes, the candidate their B processes, run
    alternately) and "sequential" (k consecutive processes from the first half of the pool in time against k
    consecutive processes from the second half: two separate ``edgeprep bench`` runs minutes apart).
-4. ``gate --rebench``'s side-by-side sampler replayed (``side_by_side``) on the pool's A/B rounds (a process each)
+4. ``gate --rebench``'s side-by-side sampler replayed (``side_by_side``) on the pool's A/B rounds (a process each;
+   the pool's processes time the [bench] runs only, where ``compare``'s rounds also time ``Sampling.round_seconds``)
    and on ``ROUNDS`` rounds of one process holding both, iterations alternating (``gather_in_process``, the
    default): detection, passes, undecided trials and the rounds and seconds it took, per threshold and scale.
 5. Facts about the bootstrap: distinct process-level resamples k processes allow, the chance a resample picks one
@@ -252,12 +253,11 @@ def facts(kept: dict) -> None:
 def gather_in_process(target, paths: dict[str, Path]) -> list[tuple[float, float, float]]:
     """``ROUNDS`` fresh processes each holding A and B, iterations alternating (``device_bench`` ``versus``, what
     ``gate --rebench`` runs by default), which one is loaded first alternating: (A's median, B's median, wall s)."""
-    from edgeprep.stages.bench import job_for
-    from edgeprep.stages.compare import in_process_round
+    from edgeprep.stages.compare import in_process_round, round_job
     from edgeprep.stages.convert import open_artifact
 
     config = target.bench
-    jobs = {side: replace(job_for(open_artifact(p, target.options_for), config, target.threads), data=None)
+    jobs = {side: round_job(open_artifact(p, target.options_for), config, target.threads)
             for side, p in paths.items()}
     out = []
     for r in range(ROUNDS):
