@@ -1,10 +1,12 @@
-"""edgeprep's Python API: the CLI's ``run`` and ``convert`` as functions, for notebooks and training scripts.
+"""edgeprep's Python API: the CLI's ``run``, ``quantize`` and ``convert`` as functions, for notebooks and training
+scripts.
 
     import edgeprep
 
     result = edgeprep.run(model, target="litert-cpu", data="calibration_data/fashion_mnist.toml")
     result.passed, result.out_dir, result.artifacts["tflite-int8"]
     art = edgeprep.convert(model, to="tflite", precision="int8", data="calib.npz")
+    q = edgeprep.quantize(model, target="litert-cpu", data="data.toml", keep_float="auto")   # a RunOutcome
 
 ``model`` is a ``keras.Model`` object or a path (``.keras``/``.h5``, a SavedModel directory, ``.onnx``). An object
 is saved to a temporary ``.keras`` file in a directory of its own (never beside your files; removed afterwards)
@@ -97,6 +99,71 @@ def run(model: ModelSource, target: TargetSource, data: Optional[PathLike] = Non
                  for a in result.report["artifacts"]}
     return RunOutcome(result.out_dir.resolve(), result.report, artifacts, result.passed, recorded)
 
+
+def quantize(model: ModelSource, target: TargetSource, data: PathLike, *, method: Literal["ptq", "qat"] = "ptq",
+             keep_float: Optional[Union[Literal["auto"], list[str], tuple[str, ...]]] = None, labels: bool = False,
+             distill: bool = False, steps: Optional[int] = None, calibration_samples: Optional[int] = None,
+             preprocess: Optional[Mapping[str, Any]] = None, out: Optional[PathLike] = None,
+             calibration: Optional[PathLike] = None, split: Optional[float] = None, calibrate: Optional[bool] = None,
+             progress: bool = False) -> RunOutcome:
+    """``edgeprep quantize MODEL --method METHOD --data DATA --target TARGET``: the int8 artifact of every format
+    of the target, verified, with its layers ranked by error (``report["artifacts"][i]["layer_errors"]``).
+
+    ``method``: "ptq" (``run`` restricted to the int8 artifacts, no benchmark: the same bytes) or "qat"
+    (quantization-aware fine-tuning, on this machine's CPU, then export; the fine-tuned model is saved in the run
+    directory). ``keep_float``: "auto" (the worst layers kept float until every [gates.int8] gate is met) or layer
+    names. ``labels``/``distill``: what QAT trains on (default: labels when the data has them). ``steps``: QAT
+    optimizer steps; ``calibration_samples``: ``--calib-samples``. The other arguments are ``run``'s. Like the
+    command, it is not recorded in the run history. A quantization that fails a gate returns with ``passed``
+    False; it does not raise."""
+    from edgeprep import backends
+    from edgeprep.pipelines.quantize import quantize as run_quantize
+    from edgeprep.progress import Reporter
+
+    if method not in ("ptq", "qat"):
+        raise InputError(f"unknown method {method!r}", "method= is \"ptq\" or \"qat\"")
+    if labels and distill:
+        raise InputError("labels= and distill= exclude each other", "pick one")
+    for name, value in (("steps", steps), ("calibration_samples", calibration_samples)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InputError(f"{name} must be a positive integer, got {value!r}", f"pass e.g. {name}=100")
+    keep: Optional[tuple[str, ...]] = None
+    if keep_float is not None:
+        if keep_float == "auto":
+            keep = ("auto",)
+        elif isinstance(keep_float, (list, tuple)) and all(isinstance(k, str) and k for k in keep_float):
+            keep = tuple(keep_float)
+        else:
+            raise InputError(f"keep_float= must be \"auto\" or a list of layer names, got {keep_float!r}",
+                             "pass keep_float=\"auto\" or keep_float=[\"conv1\", ...]")
+    profile = _target(target, calibrate)
+    data_path = _path(data, "data")
+    if data_path is None:
+        raise InputError("quantize needs data= (calibration and evaluation data)",
+                         "pass a manifest (.toml), .npz, .npy or image folder")
+    paths = {"calibration": _path(calibration, "calibration"), "out": _path(out, "out")}
+    cli_preprocess = _preprocess(preprocess)
+    _split(split)
+    q = profile.quantize
+    if calibration_samples:
+        q = dataclasses.replace(q, calibration_samples=calibration_samples)
+    if steps:
+        q = dataclasses.replace(q, qat=dataclasses.replace(q.qat, steps=steps))
+    profile = dataclasses.replace(profile, quantize=q)
+    backends.require(profile.formats)
+    strategy = None
+    if method == "qat":
+        from edgeprep.qat.train import make_strategy
+
+        strategy = make_strategy("none", 1)     # this process, one replica: no TF_CONFIG cluster is joined
+    reporter = Reporter(quiet=not progress)
+    with _model_path(model) as model_path:
+        result = run_quantize(model_path, profile, data_path, paths["out"], method=method, labels=labels,
+                              distill=distill, keep_float=keep, strategy=strategy, cli_preprocess=cli_preprocess,
+                              calibration_path=paths["calibration"], split=split, reporter=reporter)
+    artifacts = {f"{a['format']}-{a['precision']}": (result.out_dir / a["path"]).resolve()
+                 for a in result.report["artifacts"]}
+    return RunOutcome(result.out_dir.resolve(), result.report, artifacts, result.passed, None)
 
 def convert(model: ModelSource, to: Format, precision: Precision = "fp32", *, data: Optional[PathLike] = None,
             target: Optional[TargetSource] = None, preprocess: Optional[Mapping[str, Any]] = None,
@@ -275,4 +342,4 @@ def _model_path(model: Any) -> Any:
                      "pass a keras.Model object or the path of a saved model")
 
 
-__all__ = ["ModelSource", "RunOutcome", "convert", "run"]
+__all__ = ["ModelSource", "RunOutcome", "convert", "quantize", "run"]

@@ -178,6 +178,23 @@ def test_convert_a_keras_model_object_to_tflite(model, tmp_path, cli):
     assert (tmp_path / "cli.tflite").read_bytes() == int8.path.read_bytes()
 
 
+def test_quantize_a_keras_model_object(model, target_file, tmp_path):
+    """``edgeprep.quantize``: the int8 artifact of the target's format, verified and ranked by layer, in a run
+    directory whose report says the command was quantize; the int8 bytes are ``edgeprep.convert``'s with the same
+    target and data (one PTQ whichever entry point made it)."""
+    before = _model_dirs()
+    q = edgeprep.quantize(model, target_file, MANIFEST, out=tmp_path / "q")
+    assert isinstance(q, edgeprep.RunOutcome) and q.out_dir == (tmp_path / "q").resolve()
+    assert q.report["command"] == "quantize" and set(q.artifacts) == {"tflite-int8"}
+    [a] = q.report["artifacts"]
+    assert a["layer_errors"]["status"] == "measured" and a["layer_errors"]["layers"], a["layer_errors"]
+    assert q.passed == (q.status in ("passed", "measured", "verified")) and q.history is None
+    art = edgeprep.convert(model, to="tflite", precision="int8", data=MANIFEST, target=target_file,
+                           out=tmp_path / "c.tflite")
+    assert art.path.read_bytes() == q.artifacts["tflite-int8"].read_bytes()
+    assert _model_dirs() == before
+
+
 @pytest.mark.parametrize("call, error, words", [
     (lambda m, t: edgeprep.run(42, target=t), InputError, "model= must be a keras.Model or a path"),
     (lambda m, t: edgeprep.run(m, target=3.5), InputError, "target= must be a profile name"),
@@ -192,8 +209,14 @@ def test_convert_a_keras_model_object_to_tflite(model, tmp_path, cli):
     (lambda m, t: edgeprep.convert(m, to="tflite", precision="int8"), InputError, "needs calibration data"),
     (lambda m, t: edgeprep.convert(m, to="tflite", calibration_samples=0), InputError, "calibration_samples"),
     (lambda m, t: edgeprep.convert("missing.keras", to="tflite"), InputError, "model not found: missing.keras"),
+    (lambda m, t: edgeprep.quantize(m, t, MANIFEST, method="int4"), InputError, "unknown method 'int4'"),
+    (lambda m, t: edgeprep.quantize(m, t, MANIFEST, keep_float=3), InputError, "keep_float= must be"),
+    (lambda m, t: edgeprep.quantize(m, t, None), InputError, "quantize needs data="),
+    (lambda m, t: edgeprep.quantize(m, t, MANIFEST, labels=True, distill=True), InputError, "exclude each other"),
+    (lambda m, t: edgeprep.quantize(m, t, MANIFEST, steps=0), InputError, "steps must be a positive integer"),
 ], ids=["model-type", "target-type", "target-name", "data-array", "split", "preprocess-key", "preprocess-type",
-        "calibrate", "format", "precision", "int8-without-data", "calibration-samples", "model-missing"])
+        "calibrate", "format", "precision", "int8-without-data", "calibration-samples", "model-missing",
+        "quantize-method", "quantize-keep-float", "quantize-no-data", "quantize-labels-distill", "quantize-steps"])
 def test_bad_arguments_raise_edgeprep_errors(model, target_file, tmp_path, monkeypatch, call, error, words):
     monkeypatch.chdir(tmp_path)
     before = sorted(tmp_path.iterdir())
