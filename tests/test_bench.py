@@ -340,8 +340,10 @@ def _blocks_give_the_ratio_the_models_have_alone(fp32, int8):
 
 @pytest.mark.slow
 def test_edgeprep_bench_says_when_int8_is_slower_than_fp32(tmp_path, loud_cli):
-    """MobileNetV3Small (committed, trained on Fashion-MNIST) under LiteRT's XNNPACK: its int8 is slower than its
-    fp32 on x86 (issue 16 measured 2.3x with the vendor's tool); the report and the console say so."""
+    """MobileNetV3Small (committed, trained on Fashion-MNIST) under LiteRT's XNNPACK: its int8 with int8 HARD_SWISH
+    ops is slower than its fp32 on x86 (issue 16 measured 2.3x with the vendor's tool); the report and the console
+    say so. (edgeprep's default, [tflite] float_hard_swish, runs those in float and is faster than fp32:
+    tests/test_hard_swish.py; the int8 HARD_SWISH artifact is made here on purpose.)"""
     from conftest import DATA_DIR, ROOT
 
     from edgeprep.config.formats import TFLiteOptions
@@ -351,7 +353,7 @@ def test_edgeprep_bench_says_when_int8_is_slower_than_fp32(tmp_path, loud_cli):
 
     model = load_model(ROOT / "examples" / "hard" / "mobilenetv3_small_fmnist.keras")
     convert(model, "tflite", "fp32", TFLiteOptions(), tmp_path / "mnv3.fp32.tflite")
-    convert(model, "tflite", "int8", TFLiteOptions(), tmp_path / "mnv3.int8.tflite",
+    convert(model, "tflite", "int8", TFLiteOptions(float_hard_swish=False), tmp_path / "mnv3.int8.tflite",
             calibration=load_data(DATA_DIR / "fashion_mnist_96rgb.toml").calibration, calibration_samples=32)
     _blocks_give_the_ratio_the_models_have_alone(tmp_path / "mnv3.fp32.tflite", tmp_path / "mnv3.int8.tflite")
     proc = loud_cli("bench", str(tmp_path / "mnv3.fp32.tflite"), str(tmp_path / "mnv3.int8.tflite"),

@@ -13,6 +13,11 @@ class TFLiteOptions:
     # int8: ops with no int8 kernel (SIN, CUMSUM, ...) stay float between DEQUANTIZE/QUANTIZE and are listed in
     # the artifact's inspection (float_ops). false refuses such a model instead (pure-integer accelerators).
     float_fallback: bool = True
+    # int8: HARD_SWISH (every MobileNetV3) runs in float between its int8 tensors (DEQUANTIZE, HARD_SWISH, QUANTIZE).
+    # XNNPACK takes HARD_SWISH in float only; an int8 one runs on the reference kernels and splits the delegated
+    # graph: MobileNetV3Small's int8 was 3.1x its fp32 (20 partitions), with this 0.61x (1 partition; issue 16,
+    # edgeprep/backends/tflite/hard_swish.py). Off when float_fallback is false (pure-integer targets).
+    float_hard_swish: bool = True
 
 
 @dataclass(frozen=True)

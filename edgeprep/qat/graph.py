@@ -36,6 +36,7 @@ QUANT = {"Add", "Concatenate", "Multiply", "Subtract", "Average", "AveragePoolin
          "GlobalAveragePooling1D", "GlobalAveragePooling2D", "BatchNormalization", "Rescaling"}
 ACTIVATIONS = {"relu", "relu6", "softmax", "sigmoid", "tanh", "linear", "silu", "swish", "hard_swish",
                "hard_silu", "elu", "leaky_relu"}
+HARD_SWISH = {"hard_swish", "hard_silu"}    # Keras 3 names hard_swish by its alias hard_silu
 FUSABLE = {"relu", "relu6"}
 # Activations a conv/dense carries fused in the int8 graph: no int8 tensor between the op and its activation.
 # Any other built-in activation gets a range point on its input (the pre-activation tensor).

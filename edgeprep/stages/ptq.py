@@ -251,9 +251,17 @@ def export_int8(qat, fmt: str, options, path: Path, input_shape: tuple, workdir:
         art = open_artifact(path, options_for)
         quant = {**description, "io": "float32" if getattr(qat, "activation_bits", 8) == 16 else
                  backend.int8_io(options), "method": method}
-        if keep:
-            quant["kept_float"] = sorted(keep)
-        return dataclasses.replace(art, precision="int8", quantization=quant)
+        floated = _floated_hard_swish(qat, backend, path) - keep
+        if keep or floated:
+            # hard-swish layers the export ran in float on purpose ([tflite] float_hard_swish) are listed with
+            # the kept ones: the all_int8 check of QAT artifacts accepts the float ops of listed layers
+            quant["kept_float"] = sorted(keep | floated)
+        notes = art.notes
+        if floated:
+            quant["float_hard_swish"] = len(floated)
+            notes += (f"hard-swish of {len(floated)} layer(s) run in float between int8 tensors, as the format's "
+                      "options ask (TFLite: [tflite] float_hard_swish; XNNPACK has no int8 HARD_SWISH)",)
+        return dataclasses.replace(art, precision="int8", quantization=quant, notes=notes)
 
     art = build(frozenset())
     float_path = None
@@ -265,6 +273,17 @@ def export_int8(qat, fmt: str, options, path: Path, input_shape: tuple, workdir:
     def requantize(nodes):
         return build(frozenset(layer_of(n, names) for n in nodes) - {None})
     return Built(art, float_path, requantize)
+
+
+def _floated_hard_swish(qat, backend, path: Path) -> frozenset:
+    """The hard-swish activation layers whose op the export left in float (TFLite's ``[tflite]
+    float_hard_swish``), read back from the artifact of a backend whose int8 exports are otherwise all integer."""
+    from edgeprep.qat.graph import HARD_SWISH
+
+    layers = {s.name for s in qat.steps if s.kind in ("act", "linear") and s.activation in HARD_SWISH}
+    if not layers or not backend.all_int8_qat:
+        return frozenset()
+    return frozenset(p for o in backend.float_compute_ops(path) for p in o.layers & layers)
 
 
 def _fused_activations(qat, keep: frozenset) -> frozenset:

@@ -86,8 +86,15 @@ class TFLiteBackend(Backend):
         cal = tflite_ptq.calibrate(conv, request.calibration, request.calibration_samples, q.range_method,
                                    q.percentile, cache_dir=request.workdir, cache_key=f"{model.sha256}{model.path}")
         flat = tflite_ptq.quantize(cal, opts.int8_io, request.keep_float)
+        floated = 0
+        if opts.float_hard_swish and opts.float_fallback:
+            from edgeprep.backends.tflite.hard_swish import float_hard_swish
+
+            flat, floated = float_hard_swish(flat)
         out.write_bytes(flat)
         floats = self.inspect(out)["float_ops"]
+        if floated and floats.get("HARD_SWISH") == floated:     # on purpose, not for want of an int8 kernel
+            del floats["HARD_SWISH"]
         if floats and not opts.float_fallback:
             raise ConversionError(f"TFLite int8: op(s) with no int8 kernel stay float: "
                                   f"{', '.join(f'{k} x{v}' for k, v in floats.items())}",
@@ -99,6 +106,11 @@ class TFLiteBackend(Backend):
             quant["kept_float"] = list(request.keep_float)
         if floats:
             notes.append(f"ops without an int8 kernel kept float: {', '.join(sorted(floats))}")
+        if floated:
+            from edgeprep.backends.tflite.hard_swish import note
+
+            quant["float_hard_swish"] = floated
+            notes.append(note(floated))
         return ConvertResult(quant, tuple(notes))
 
     def inspect(self, path: Path) -> dict:
@@ -138,11 +150,12 @@ class TFLiteBackend(Backend):
     def export_qat(self, qat, input_shape: tuple, out: Path, workdir: Path, options: TFLiteOptions,
                    keep: frozenset = frozenset(), quantize: bool = True) -> Path:
         """The fake-quant graph converted by TFLite: all int8 with ``[tflite] int8_io`` I/O (float without
-        ``quantize``)."""
+        ``quantize``), HARD_SWISH in float with ``[tflite] float_hard_swish``."""
         from edgeprep.backends.tflite.qat import to_tflite
 
         Path(out).write_bytes(to_tflite(qat, input_shape, options.int8_io, quantize=quantize, keep=keep,
-                                        float_fallback=options.float_fallback))
+                                        float_fallback=options.float_fallback,
+                                        float_hard_swish=options.float_hard_swish and options.float_fallback))
         return Path(out)
 
 

@@ -12,7 +12,8 @@ from edgeprep.errors import ConversionError
 
 
 def to_tflite(qat, input_shape: tuple, io: str = "int8", quantize: bool = True,
-              keep: frozenset = frozenset(), float_fallback: bool = True) -> bytes:
+              keep: frozenset = frozenset(), float_fallback: bool = True, float_hard_swish: bool = False) -> bytes:
+    """``float_hard_swish``: int8 HARD_SWISH ops run in float between their int8 tensors (``hard_swish.py``)."""
     import tensorflow as tf
 
     fn = qat.serving_function(input_shape, quantize, keep)
@@ -34,9 +35,14 @@ def to_tflite(qat, input_shape: tuple, io: str = "int8", quantize: bool = True,
         conv.inference_input_type = dtype
         conv.inference_output_type = dtype
     try:
-        return bytes(conv.convert())
+        flat = bytes(conv.convert())
     except Exception as exc:
         raise ConversionError(f"TFLite conversion of the QAT graph failed: {first_line(exc)}") from None
+    if quantize and float_hard_swish:
+        from edgeprep.backends.tflite.hard_swish import float_hard_swish as floated
+
+        flat, _ = floated(flat)
+    return flat
 
 
 __all__ = ["to_tflite"]
