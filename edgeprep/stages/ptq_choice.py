@@ -96,19 +96,29 @@ def choose_int8(model: ModelHandle, fmt: str, out: Path, workdir: Path, target, 
                 "vendor": (0, build_vendor)}
     if backend.int16_activations and not backend.qat_reconverts:
         builders["edgeprep-int16"] = (1, lambda p: build_edgeprep(int16, "int16", p))
+    from edgeprep.errors import ConversionError
+
     candidates: list[Candidate] = []
+    refused: dict[str, ConversionError] = {}
     for name, (tier, build) in builders.items():
         if tier == 1 and not needs_escalation(candidates):
             break
         path = workdir / "ptq-choice" / name / out.name
         path.parent.mkdir(parents=True, exist_ok=True)
         step(f"candidate {name}: converting and measuring on {cal_ref.samples} calibration samples")
-        made = build(path)
+        try:
+            made = build(path)
+        except ConversionError as exc:      # this engine cannot make the artifact: the others may
+            refused[name] = exc
+            step(f"candidate {name}: {exc}")
+            continue
         if made is None:
             continue
         result = verify(made[0], cal_ref, calibration, thresholds, threads)
         passed = result["status"] in ("verified", "measured")      # measured: no gate set, none missed
         candidates.append(Candidate(name, tier, result["metrics"], passed))
+    if not candidates and refused:
+        raise next(iter(refused.values()))
     index, why = choose(candidates)
     winner = candidates[index]
     # rebuilt at its final path, so its rebuild with layers kept float (keep-float search) writes there too
@@ -121,6 +131,8 @@ def choose_int8(model: ModelHandle, fmt: str, out: Path, workdir: Path, target, 
               "candidates": [{"name": c.name, "activations": "int16" if c.tier else "int8", "passed": c.passed,
                               **{k: (c.metrics or {}).get(k) for k in ("agreement", "sqnr_db", "accuracy_drop")}}
                              for c in candidates]}
+    if refused:
+        record["refused"] = {name: str(exc) for name, exc in refused.items()}
     art = dataclasses.replace(art, quantization={**art.quantization, "engine": record["chosen"]})
     return art, built, record
 
