@@ -8,12 +8,14 @@ latency). The peers are the plain ``TFLiteConverter`` (int8, 16x8), ``litert-qua
 static_wi8_ai16), NNCF (default, ``fast_bias_correction=False``), ONNX Runtime ``quantize_static`` (QDQ per-channel,
 percentile and min/max) of a tf2onnx export and AIMET-ONNX (CLE + AdaRound, W8A8 and W8A16, in ``.venv-peers``:
 ``make peers``). edgeprep's rows are ``edgeprep quantize --method ptq`` with ``[quantize.ptq] engine = "edgeprep"``
-(its defaults), int8 and ``activations = "int16"``, one run each making the TFLite and the OpenVINO artifact.
+(its defaults), int8 and ``activations = "int16"``, one run each making the TFLite and the OpenVINO artifact, and
+``engine = "auto"`` (the candidate chosen per format on the calibration images).
 
     python tests/benchmarks/run.py ptq                       # all three models (make bench ONLY=ptq)
     EDGEPREP_BENCH_PTQ_MODELS=sepres python tests/benchmarks/run.py ptq
     EDGEPREP_BENCH_AIMET_ITERATIONS=1000 ...                  # AdaRound steps per layer for AIMET (default 500)
     EDGEPREP_BENCH_PTQ_QAT=0 ...                              # without the QAT rows (from PTQ, from float)
+    EDGEPREP_BENCH_PTQ_AUTO=0 ...                             # without the engine = "auto" rows
 
 Below each table: edgeprep's margin over the best peer, the goals of issue 15 and whether each is met.
 """
@@ -89,6 +91,39 @@ def edgeprep_rows(ctx: ptq_peers.Context, model: Path, manifest: Path, workdir: 
                     if account else f"fell back: {report.get('ptq', {}).get('fallback', 'no ptq section')}")
             rows.append(ptq_peers.Row("edgeprep", mode, fmt, agreement, sqnr, top1, (float_top1 - top1) * 100.0,
                                       ptq_peers.size_of(path), latency, ptq_seconds, note))
+    return rows
+
+
+def auto_rows(ctx: ptq_peers.Context, model: Path, manifest: Path, workdir: Path) -> list[ptq_peers.Row]:
+    """``quantize --method ptq`` with ``[quantize.ptq] engine = "auto"`` and litert-cpu's int8 gates (agreement
+    0.97, drop 1 point): per format the candidate chosen on the calibration images (edgeprep int8, the converter's
+    int8, then edgeprep int16 when neither meets the gates), measured like the peers'. Tool "edgeprep-auto": its
+    rows repeat one of the rows above, so they are not counted in the goals again."""
+    from edgeprep.pipelines.quantize import quantize
+
+    t = _target("int8")
+    t = dataclasses.replace(t, quantize=dataclasses.replace(
+        t.quantize, ptq=dataclasses.replace(t.quantize.ptq, engine="auto")))
+    float_top1 = ptq_peers._top1(ctx.ref_out, ctx.eval_y)
+    began = time.perf_counter()
+    try:
+        result = quantize(model, t, manifest, workdir / "edgeprep-auto", method="ptq")
+    except Exception as exc:
+        return [ptq_peers.skipped("edgeprep-auto", "auto", fmt, ptq_peers._first_line(exc))
+                for fmt in ("tflite", "openvino")]
+    wall = time.perf_counter() - began
+    choice = result.report.get("ptq", {}).get("choice", {})
+    rows = []
+    for art in result.report["artifacts"]:
+        fmt = art["format"]
+        path = Path(result.out_dir) / art["path"]
+        agreement, sqnr, top1, latency = ptq_peers.MEASURE[fmt](path, ctx.eval_x, ctx.ref_out, ctx.eval_y)
+        record = choice.get(fmt, {})
+        seen = ", ".join(f"{c['name']} {c['sqnr_db']:.1f} dB" for c in record.get("candidates", [])
+                         if isinstance(c.get("sqnr_db"), (int, float)))
+        rows.append(ptq_peers.Row("edgeprep-auto", f"auto: {record.get('chosen', '?')}", fmt, agreement, sqnr, top1,
+                                  (float_top1 - top1) * 100.0, ptq_peers.size_of(path), latency, wall,
+                                  f"on the calibration images: {seen}; whole quantize run {wall:.0f} s"))
     return rows
 
 
@@ -201,6 +236,8 @@ def main() -> int:
             rows = ptq_peers.run_peers(ctx, {"float", *PEERS},
                                        log=lambda m: print(f"  {m}", file=sys.stderr, flush=True))
             rows += edgeprep_rows(ctx, model, manifest, Path(tmp))
+            if os.environ.get("EDGEPREP_BENCH_PTQ_AUTO", "1") != "0":
+                rows += auto_rows(ctx, model, manifest, Path(tmp))
             if os.environ.get("EDGEPREP_BENCH_PTQ_QAT", "1") != "0":
                 rows += qat_rows(ctx, model, manifest, Path(tmp))
             print()
