@@ -301,6 +301,18 @@ def _checkout(where: Path, workflow: dict, max_size_bytes: int) -> Path:
     return where
 
 
+def _installs_the_extras_of(target_name: str, install: dict) -> None:
+    """The stand-in pip's line names an extra (``.[tflite]``, ``.[all]``) for every toolchain the target needs."""
+    from edgeprep.backends import get_backend
+    from edgeprep.targets import load_target
+    from edgeprep.toolchain import REQUIREMENTS
+
+    needed = {REQUIREMENTS[p][2] for f in load_target(target_name).formats for p in get_backend(f).packages}
+    line = next(x for x in install["stdout"].splitlines() if x.startswith("(stand-in) pip install"))
+    extras = {e for group in re.findall(r"\.\[([a-z,]+)\]", line) for e in group.split(",")}
+    assert needed <= extras or "all" in extras, (line, needed)
+
+
 @pytest.mark.slow
 def test_a_failed_gate_still_gets_its_gate_its_comment_and_a_red_job(tmp_path):
     workflow = yaml.safe_load(WORKFLOW.read_text())
@@ -318,6 +330,8 @@ def test_a_failed_gate_still_gets_its_gate_its_comment_and_a_red_job(tmp_path):
     assert not steps["Post the report on the pull request"]["ran"]
     assert steps["Save the baseline and the run history"]["ran"]
     assert "# edgeprep report" in steps["edgeprep run"]["summary"]            # $GITHUB_STEP_SUMMARY
+    # the install line installs the toolchains of the workflow's own target (plain `pip install .` has none)
+    _installs_the_extras_of(workflow["env"]["TARGET"], next(r for r in push["steps"] if r["name"].startswith("pip ")))
     assert "::error" not in steps["edgeprep run"]["stdout"]
     assert push["status"] == "success"
     (saved,) = cache.values()
