@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import MANIFEST, ROOT
 
 from device_bench import metrics
 from device_bench.registry import LazyRegistry
@@ -134,3 +134,44 @@ def test_versus_times_two_artifacts_in_one_process(tmp_path, trained_small):
     load = payload(Job(str(small.path), "litert", versus=str(wide.path)))
     assert [name for _, name in load.files] == ["model.tflite", "versus.tflite"]
     assert load.argv[load.argv.index("--versus") + 1] == "versus.tflite"
+
+
+def test_litert_compiled_model_api_computes_what_the_interpreter_does(tmp_path, trained_small, eval_npz):
+    """``api = "compiled"``: LiteRT's CompiledModel API (what litert-benchmark runs) on the same artifacts gives the
+    Interpreter's outputs exactly, fp32 and int8 (int8 I/O quantized from the Interpreter's specs), over the device
+    command line with --data too; it says which API ran, and bad option combinations are refused in one line."""
+    from device_bench.runners import open_model
+    from edgeprep.config.formats import TFLiteOptions
+    from edgeprep.data import load_data
+    from edgeprep.models import load_model
+    from edgeprep.stages.convert import convert
+
+    model = load_model(trained_small)
+    calib = load_data(MANIFEST).calibration
+    arts = [convert(model, "tflite", "fp32", TFLiteOptions(), tmp_path / "m.fp32.tflite"),
+            convert(model, "tflite", "int8", TFLiteOptions(), tmp_path / "m.int8.tflite", calibration=calib,
+                    calibration_samples=100)]
+    x = eval_npz["x"][:64].astype(np.float32) / 255.0
+    for art in arts:
+        plain = open_model("litert", str(art.path), threads=1).run(x)
+        compiled = open_model("litert", str(art.path), threads=1, options={"api": "compiled"})
+        assert np.array_equal(compiled.run(x), plain), art.path.name
+        d = compiled.describe()
+        assert d["api"] == "compiled" and d["delegation"]["partitions"] >= 1 and "fully_accelerated" in d
+    np.savez(tmp_path / "d.npz", x=x, y=eval_npz["y"][:64], ref=model.predict(x))
+    out = subprocess.run([sys.executable, "-m", "device_bench", str(arts[-1].path), "--options", '{"api": "compiled"}',
+                          "--data", str(tmp_path / "d.npz"), "--runs", "20"], cwd=ROOT, capture_output=True,
+                         text=True, check=True)
+    result = json.loads(out.stdout)
+    assert result["runtime"]["api"] == "compiled" and result["metrics"]["samples"] == 64
+    assert "Creating LiteRT environment" not in out.stderr          # its native log is kept off the console
+    for bad, words in (({"api": "x"}, "api must be"), ({"api": "compiled", "xnnpack": False}, "CPU accelerator")):
+        with pytest.raises(ValueError, match=words):
+            open_model("litert", str(arts[0].path), options=bad)
+    with pytest.raises(ValueError, match="CPU accelerator"):
+        TFLiteOptions(litert_api="compiled", xnnpack=False)
+    from edgeprep.backends import get_backend
+
+    assert get_backend("tflite").runtime(TFLiteOptions(litert_api="compiled"))[1] == {"xnnpack": True,
+                                                                                     "api": "compiled"}
+    assert get_backend("tflite").runtime(TFLiteOptions())[1] == {"xnnpack": True}

@@ -18,6 +18,16 @@ class TFLiteOptions:
     # graph: MobileNetV3Small's int8 was 3.1x its fp32 (20 partitions), with this 0.61x (1 partition; issue 16,
     # edgeprep/backends/tflite/hard_swish.py). Off when float_fallback is false (pure-integer targets).
     float_hard_swish: bool = True
+    # The LiteRT API that verifies and benchmarks the artifacts: "interpreter" (the Interpreter API most apps use)
+    # or "compiled" (LiteRT's CompiledModel API on its CPU accelerator, what litert-benchmark runs). Same kernels,
+    # not the same thread pool: at 2 threads on a 2-vCPU machine a 0.03 ms model took 0.046 ms under the Interpreter
+    # and 0.026 ms under CompiledModel (equal at 1 thread). Measure with the API your app uses.
+    litert_api: Literal["interpreter", "compiled"] = "interpreter"
+
+    def __post_init__(self) -> None:
+        if self.litert_api == "compiled" and not self.xnnpack:
+            raise ValueError("litert_api = \"compiled\" runs on LiteRT's CPU accelerator (XNNPACK): xnnpack = false "
+                             "needs litert_api = \"interpreter\"")
 
 
 @dataclass(frozen=True)

@@ -136,7 +136,8 @@ class TFLiteBackend(Backend):
         return float_op_list(path)
 
     def runtime(self, options: TFLiteOptions) -> tuple[str | None, dict, str | None]:
-        return "litert", {"xnnpack": options.xnnpack}, None
+        extra = {"api": "compiled"} if options.litert_api == "compiled" else {}
+        return "litert", {"xnnpack": options.xnnpack, **extra}, None
 
     def int8_io(self, options: TFLiteOptions) -> str:
         return options.int8_io
