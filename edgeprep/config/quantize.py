@@ -82,7 +82,8 @@ class PTQConfig:
 
     # "edgeprep": our algorithms; "vendor": each converter's own PTQ; "auto": both converted and measured on the
     # calibration data, the one meeting the int8 gates nearer the float model kept, and edgeprep's with 16-bit
-    # activations tried too (TFLite) when neither meets them (edgeprep.stages.ptq_choice)
+    # activations tried too (TFLite) when neither meets them (edgeprep.stages.ptq_choice); auto decides the
+    # activation precision itself, so `activations` below applies to engine = "edgeprep" only
     engine: Literal["edgeprep", "vendor", "auto"] = "vendor"
     ranges: Literal["minmax", "percentile", "mse"] = "mse"   # activation range per tensor
     cle: bool = True                   # cross-layer equalization of conv->conv and depthwise->pointwise pairs
