@@ -118,6 +118,7 @@ def quantize(model: ModelSource, target: TargetSource, data: PathLike, *, method
     False; it does not raise."""
     from edgeprep import backends
     from edgeprep.pipelines.quantize import quantize as run_quantize
+    from edgeprep.pipelines.quantize import with_overrides
     from edgeprep.progress import Reporter
 
     if method not in ("ptq", "qat"):
@@ -144,12 +145,7 @@ def quantize(model: ModelSource, target: TargetSource, data: PathLike, *, method
     paths = {"calibration": _path(calibration, "calibration"), "out": _path(out, "out")}
     cli_preprocess = _preprocess(preprocess)
     _split(split)
-    q = profile.quantize
-    if calibration_samples:
-        q = dataclasses.replace(q, calibration_samples=calibration_samples)
-    if steps:
-        q = dataclasses.replace(q, qat=dataclasses.replace(q.qat, steps=steps))
-    profile = dataclasses.replace(profile, quantize=q)
+    profile = with_overrides(profile, calibration_samples, steps)
     backends.require(profile.formats)
     strategy = None
     if method == "qat":

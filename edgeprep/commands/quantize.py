@@ -65,8 +65,6 @@ def quantize(ctx: click.Context, model: Path, method: str, data: Path, target_na
     --method ptq is 'edgeprep run' restricted to the target's int8 artifacts, without benchmarks: the same
     BatchNorm folding (and --calibrate), calibration and options, so the same int8 artifact.
     """
-    import dataclasses
-
     from edgeprep.errors import InputError
     from edgeprep.models import check_model_path
     from edgeprep.targets import load_target
@@ -79,17 +77,13 @@ def quantize(ctx: click.Context, model: Path, method: str, data: Path, target_na
         from edgeprep.qat.train import make_strategy
 
         strat = make_strategy(strategy, replicas)
-    target = with_calibrate(load_target(target_name), recalibrate)
-    q = target.quantize
-    if calib_samples:
-        q = dataclasses.replace(q, calibration_samples=calib_samples)
-    if steps:
-        q = dataclasses.replace(q, qat=dataclasses.replace(q.qat, steps=steps))
-    target = dataclasses.replace(target, quantize=q)
+    from edgeprep.pipelines.quantize import quantize as run_quantize
+    from edgeprep.pipelines.quantize import with_overrides
+
+    target = with_overrides(with_calibrate(load_target(target_name), recalibrate), calib_samples, steps)
     keep = None
     if keep_float is not None:
         keep = ("auto",) if keep_float == "auto" else tuple(k for k in keep_float.split(",") if k)
-    from edgeprep.pipelines.quantize import quantize as run_quantize
 
     result = run_quantize(model, target, data, out, method=method, labels=labels, distill=distill,
                           keep_float=keep, strategy=strat, cli_preprocess=collect_preprocess(kw),

@@ -30,6 +30,18 @@ from edgeprep.stages.ptq import Built, export_int8
 from edgeprep.targets import TargetProfile
 
 
+def with_overrides(target: TargetProfile, calibration_samples: int | None = None,
+                   steps: int | None = None) -> TargetProfile:
+    """``target`` with ``--calib-samples`` and ``--steps`` (QAT optimizer steps) in its [quantize] table, as the
+    command and ``edgeprep.quantize`` take them; None (or 0) leaves the profile's value."""
+    q = target.quantize
+    if calibration_samples:
+        q = dataclasses.replace(q, calibration_samples=calibration_samples)
+    if steps:
+        q = dataclasses.replace(q, qat=dataclasses.replace(q.qat, steps=steps))
+    return dataclasses.replace(target, quantize=q)
+
+
 def quantize(model_path, target: TargetProfile, data_path, out_dir=None, *, method: str = "ptq",
              labels: bool = False, distill: bool = False, keep_float: tuple[str, ...] | None = None,
              strategy=None, cli_preprocess: dict | None = None, calibration_path=None, split: float | None = None,
