@@ -24,6 +24,11 @@ class TFLiteOptions:
     # and 0.026 ms under CompiledModel (equal at 1 thread). Measure with the API your app uses.
     litert_api: Literal["interpreter", "compiled"] = "interpreter"
 
+    @property
+    def hard_swish_in_float(self) -> bool:
+        """Whether int8 exports run HARD_SWISH in float: asked for, and float ops allowed at all."""
+        return self.float_hard_swish and self.float_fallback
+
     def __post_init__(self) -> None:
         if self.litert_api == "compiled" and not self.xnnpack:
             raise ValueError("litert_api = \"compiled\" runs on LiteRT's CPU accelerator (XNNPACK): xnnpack = false "

@@ -9,6 +9,16 @@ from pathlib import Path
 from edgeprep.artifact import Artifact
 
 
+def choice_reference(model, calibration, target, reporter):
+    """The float model's outputs on the calibration samples ``engine = "auto"`` measures its candidates on (the
+    first ``[verify] samples`` of them)."""
+    from edgeprep.stages.verify import reference
+
+    n = min(calibration.count, target.verify.samples or calibration.count)
+    with reporter.step("Float reference outputs on the calibration data (PTQ engine choice)", total=n) as advance:
+        return reference(model, calibration, n, advance)
+
+
 def owned_int8(model, fmt: str, target, calibration, out: Path, reporter) -> Artifact | None:
     """int8 from edgeprep's own PTQ parameters (``[quantize.ptq] engine = "edgeprep"``), or the candidate chosen
     on the calibration data (``engine = "auto"``, ``stages.ptq_choice``); None when the engine is the converter's
@@ -33,11 +43,8 @@ def owned_int8(model, fmt: str, target, calibration, out: Path, reporter) -> Art
     with tempfile.TemporaryDirectory() as work:
         if engine == "auto":
             from edgeprep.stages import ptq_choice
-            from edgeprep.stages.verify import reference
 
-            n = min(calibration.count, target.verify.samples or calibration.count)
-            with reporter.step("Float reference outputs on the calibration data (PTQ engine choice)", total=n) as adv:
-                cal_ref = reference(model, calibration, n, adv)
+            cal_ref = choice_reference(model, calibration, target, reporter)
             art, _, record = ptq_choice.choose_int8(model, fmt, Path(out), Path(work), target, calibration, owned,
                                                     cal_ref, target.threads, step=lambda m: reporter.info(f"  {m}"))
             reporter.info(ptq_choice.line(f"{fmt} int8", record))
@@ -50,4 +57,4 @@ def owned_int8(model, fmt: str, target, calibration, out: Path, reporter) -> Art
         return art
 
 
-__all__ = ["owned_int8"]
+__all__ = ["choice_reference", "owned_int8"]

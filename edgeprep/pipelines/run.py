@@ -188,13 +188,10 @@ class _OwnedCache:
     def calibration_reference(self):
         """The float model's outputs on the calibration samples the engine choice measures candidates on."""
         if self._cal_ref is None:
-            from edgeprep.stages.verify import reference
+            from edgeprep.pipelines.convert import choice_reference
 
-            calibration = self.ctx.data.calibration
-            n = min(calibration.count, self.ctx.target.verify.samples or calibration.count)
-            with self.ctx.reporter.step("Float reference outputs on the calibration data (PTQ engine choice)",
-                                        total=n) as advance:
-                self._cal_ref = reference(self.model, calibration, n, advance)
+            self._cal_ref = choice_reference(self.model, self.ctx.data.calibration, self.ctx.target,
+                                             self.ctx.reporter)
         return self._cal_ref
 
     def get(self, activations: str):

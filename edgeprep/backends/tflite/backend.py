@@ -87,7 +87,7 @@ class TFLiteBackend(Backend):
                                    q.percentile, cache_dir=request.workdir, cache_key=f"{model.sha256}{model.path}")
         flat = tflite_ptq.quantize(cal, opts.int8_io, request.keep_float)
         floated = 0
-        if opts.float_hard_swish and opts.float_fallback:
+        if opts.hard_swish_in_float:
             from edgeprep.backends.tflite.hard_swish import float_hard_swish
 
             flat, floated = float_hard_swish(flat)
@@ -156,7 +156,7 @@ class TFLiteBackend(Backend):
 
         Path(out).write_bytes(to_tflite(qat, input_shape, options.int8_io, quantize=quantize, keep=keep,
                                         float_fallback=options.float_fallback,
-                                        float_hard_swish=options.float_hard_swish and options.float_fallback))
+                                        float_hard_swish=options.hard_swish_in_float))
         return Path(out)
 
 
