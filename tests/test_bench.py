@@ -322,7 +322,10 @@ def _blocks_give_the_ratio_the_models_have_alone(fp32, int8):
     alternating A B B A, each block settling first. Their ratio must be the one the two have when each is timed in
     its own loop: on one machine, alternating call by call let each evict the other's weights and pulled
     MobileNetV3Small's int8/fp32 ratio from 2.4-2.9 to 1.9-2.1; on another (and under a second core's load) call by
-    call already gave the ratio alone (3.2). What must hold everywhere is that blocks give the ratio alone."""
+    call already gave the ratio alone (3.2). What must hold everywhere is that blocks give the ratio alone, within
+    what the machines show: here (also under a second core's load) blocks 2.33-2.49 against 2.44-2.47 alone; one CI
+    runner gave 2.94-3.03 in blocks against 3.31-3.33 alone (0.90), so the bound is 15 %, where the eviction it
+    guards against moved the ratio by 20-30 %."""
     from device_bench.measure import time_calls, time_pair
     from device_bench.runners import open_model
 
@@ -335,7 +338,7 @@ def _blocks_give_the_ratio_the_models_have_alone(fp32, int8):
         a, b = time_pair(*calls, runs=300, warmup=10)
         paired.append(float(np.median(b.samples_ms) / np.median(a.samples_ms)))
     assert min(paired) > 1.3, paired                    # the int8 is slower: the labels are not crossed
-    assert abs(np.log(np.median(paired) / np.median(alone))) < np.log(1.1), (alone, paired)
+    assert abs(np.log(np.median(paired) / np.median(alone))) < np.log(1.15), (alone, paired)
 
 
 @pytest.mark.slow
