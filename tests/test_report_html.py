@@ -38,7 +38,9 @@ warmup = 10
 min_agreement = 0.999
 max_size_growth_pct = 10.0
 max_accuracy_drop_vs_baseline = 1.0
-max_latency_regression_pct = 100.0
+# the swapped slots move latency by about x2 (fp32 in the int8 slot), which a 100 % threshold split on CI: a bound the
+# swap cannot reach, so only size and agreement fail whatever the machine
+max_latency_regression_pct = 400.0
 """
 COMMITS = {"base": "1111111aaaaaaaa", "cand": "2222222bbbbbbbb"}
 WIDTH = 1280
@@ -196,7 +198,7 @@ def test_the_gate_page_colours_each_row_by_its_worst_check_and_plots_what_was_ga
     assert "bad" in agreement["class"].split() and agreement["text"] == f"{value:.4f}≥ 0.999"
     ratio = next(v for v in gate["verdicts"] if v["artifact"] == "m.fp32.xml" and v["check"].startswith("max_lat"))
     assert rows["m.fp32.xml"]["cells"][head.index("p50 ms")]["text"].endswith(
-        f"×{1 + ratio['value'] / 100:.2f} ≤ ×2.00")
+        f"×{1 + ratio['value'] / 100:.2f} ≤ ×5.00")
     assert "gate: min_agreement" in rows["m.fp32.tflite"]["cells"][-1]["text"]
     alts = [img["alt"] for img in d.images]
     for title in ("Size", "Top-1 accuracy", "Agreement with the float model", "Median latency against the baseline"):
