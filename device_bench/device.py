@@ -35,13 +35,32 @@ def _cpu_model() -> str | None:
     return None
 
 
+def _matrix_units() -> list[str]:
+    """The CPU's int8/bf16 matrix engines the kernel lets processes use (x86 AMX: ``amx_int8``, ``amx_bf16``), from
+    /proc/cpuinfo's flags. XNNPACK takes AMX for int8 GEMMs when it is there, and on narrow mobile layers those tile
+    kernels are slower than its AVX-512 ones: an int8/fp32 ratio measured on such a CPU does not carry to an edge
+    CPU without one. Only an x86 process reads them (under qemu-user, /proc/cpuinfo may be the host's)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return []
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "flags":
+                    return sorted(flag for flag in value.split() if flag in ("amx_int8", "amx_bf16"))
+    except OSError:
+        pass
+    return []
+
+
 def info() -> dict:
     """The machine as this process sees it (an emulated process sees the emulated machine)."""
     import os
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return {"machine": platform.machine(), "system": platform.system(), "release": platform.release(),
-            "python": platform.python_version(), "cpu_model": _cpu_model(), "cpus": cpus}
+            "python": platform.python_version(), "cpu_model": _cpu_model(), "cpus": cpus,
+            "matrix_units": _matrix_units()}
 
 
 def probe(runtime: str | None) -> dict:

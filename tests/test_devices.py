@@ -346,6 +346,7 @@ def test_emulated_arm_matches_x86_numerics(arts, tmp_path):
     job = Job(str(arts["int8"].path), "litert", threads=1, runs=3, warmup=1, data=str(tmp_path / "x86.npz"))
     result = t.run(job, 600)
     assert result["device"]["machine"] == "aarch64" and result["transport"]["emulated"] is True
+    assert result["device"]["matrix_units"] == []          # the host's AMX is not the emulated board's
     # Without root, qemu -L enters the rootfs instead of a chroot: the same kernels, the same outputs.
     rootless = get_transport("qemu-aarch64", rootfs=str(emulator.default_rootfs()), isolation="prefix").run(job, 600)
     assert rootless["transport"]["isolation"] == "prefix" and rootless["device"]["machine"] == "aarch64"

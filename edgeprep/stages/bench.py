@@ -239,8 +239,12 @@ def _slower_cause(int8: dict, fp32: dict) -> str | None:
             ops = ", ".join(f"{op} x{n}" for op, n in sorted(extra.items(), key=lambda kv: -kv[1]))
             return (f"the delegate did not take {ops} in int8 ({d8['partitions']} delegate partitions against "
                     f"{d32.get('partitions', '?')} in fp32): those run on the builtin kernels between partitions")
-        return ("the delegate took the same ops in both: its int8 kernels are slower than its fp32 ones for this "
+        same = ("the delegate took the same ops in both: its int8 kernels are slower than its fp32 ones for this "
                 "model on this CPU")
+        if "amx_int8" in ((b8.get("device") or {}).get("matrix_units") or []):
+            same += (" (it has AMX, whose int8 tile kernels XNNPACK takes and which lose to AVX-512 on narrow layers: "
+                     "an edge CPU without AMX can rank int8 and fp32 the other way)")
+        return same
     p8, p32 = b8.get("profile") or {}, b32.get("profile") or {}
     if p8.get("available") and p32.get("available"):
         before = {t["type"]: t["ms"] for t in p32["by_type"]}
