@@ -306,6 +306,9 @@ def test_an_int8_slower_than_its_fp32_sibling_is_flagged_by_hand():
     entries[0]["bench"]["executed_by"] = {"delegation": same}
     entries[1]["bench"]["executed_by"] = {"delegation": same}
     assert "took the same ops in both" in flag_slower_int8(entries)[0]["cause"]
+    assert "AMX" not in flag_slower_int8(entries)[0]["cause"]
+    entries[1]["bench"]["device"] = {"machine": "x86_64", "matrix_units": ["amx_bf16", "amx_int8"]}
+    assert "it has AMX" in flag_slower_int8(entries)[0]["cause"]
     prof = [{"type": "Convolution", "ms": 0.1, "share": 0.5, "count": 2}, {"type": "MVN", "ms": 0.1, "share": 0.5,
                                                                             "count": 1}]
     entries[2]["bench"]["profile"] = {"available": True, "by_type": prof}
@@ -372,7 +375,8 @@ def test_edgeprep_bench_says_when_int8_is_slower_than_fp32(tmp_path, loud_cli):
     assert "the delegate did not take HARD_SWISH x19" in mark["cause"]
     int8, fp32 = (by[p]["bench"]["executed_by"]["delegation"] for p in ("int8", "fp32"))
     assert int8["not_delegated"]["HARD_SWISH"] == 19 and "HARD_SWISH" not in fp32["not_delegated"]
-    assert int8["partitions"] == 20 and fp32["partitions"] == 2
+    # fp32: one partition, the whole graph (its Flatten's RESHAPE gets a constant target: static_shape.py)
+    assert int8["partitions"] == 20 and fp32["partitions"] == 1 and fp32["fully_delegated"]
 
 
 def test_delegation_walks_back_from_the_partitions_inputs_by_hand():

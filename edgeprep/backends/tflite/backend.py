@@ -27,6 +27,15 @@ def representative(request: ConvertRequest):
     return gen
 
 
+def _fold_shapes(flat: bytes) -> tuple[bytes, tuple[str, ...]]:
+    """Every precision: RESHAPEs whose target the graph computes from a static shape get it as a constant (exact;
+    XNNPACK then takes them, ``static_shape.py``), and the note saying so."""
+    from edgeprep.backends.tflite.static_shape import fold_static_reshape, note
+
+    flat, folded = fold_static_reshape(flat)
+    return flat, ((note(folded),) if folded else ())
+
+
 def is_tflite(path: Path) -> bool:
     path = Path(path)
     if not path.is_file() or path.is_symlink():
@@ -74,8 +83,9 @@ class TFLiteBackend(Backend):
             raise ConversionError(f"TFLite conversion ({request.precision}) failed: {first_line(exc)}",
                                   "ops outside TFLite's builtin set need a different precision or model change"
                                   ) from None
+        flat, notes = _fold_shapes(flat)
         out.write_bytes(flat)
-        return ConvertResult(quant)
+        return ConvertResult(quant, notes)
 
     def _int8(self, model: ModelHandle, conv, request: ConvertRequest, opts: TFLiteOptions,
               out: Path) -> ConvertResult:
@@ -86,6 +96,7 @@ class TFLiteBackend(Backend):
         cal = tflite_ptq.calibrate(conv, request.calibration, request.calibration_samples, q.range_method,
                                    q.percentile, cache_dir=request.workdir, cache_key=f"{model.sha256}{model.path}")
         flat = tflite_ptq.quantize(cal, opts.int8_io, request.keep_float)
+        flat, notes = _fold_shapes(flat)
         floated = 0
         if opts.hard_swish_in_float:
             from edgeprep.backends.tflite.hard_swish import float_hard_swish
@@ -101,7 +112,7 @@ class TFLiteBackend(Backend):
                                   "set [tflite] float_fallback = true to accept them, or replace those layers")
         quant = {"weights": "int8 per-channel", "activations": "int8", "io": opts.int8_io,
                  "calibration_samples": cal.samples, "range_method": q.range_method}
-        notes = []
+        notes = list(notes)
         if request.keep_float:
             quant["kept_float"] = list(request.keep_float)
         if floats:

@@ -38,6 +38,9 @@ def to_tflite(qat, input_shape: tuple, io: str = "int8", quantize: bool = True,
         flat = bytes(conv.convert())
     except Exception as exc:
         raise ConversionError(f"TFLite conversion of the QAT graph failed: {first_line(exc)}") from None
+    from edgeprep.backends.tflite.static_shape import fold_static_reshape
+
+    flat, _ = fold_static_reshape(flat)      # exact, any precision: the float twin's graph stays the int8 one's
     if quantize and float_hard_swish:
         from edgeprep.backends.tflite.hard_swish import float_hard_swish as floated
 
