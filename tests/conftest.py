@@ -40,6 +40,14 @@ def require(condition: bool, what: str) -> None:
 
 
 @pytest.fixture(scope="session")
+def data():
+    """The example manifest's data (Fashion-MNIST 28x28): calibration and evaluation splits."""
+    from edgeprep.data import load_data
+
+    return load_data(MANIFEST)
+
+
+@pytest.fixture(scope="session")
 def eval_npz() -> dict:
     with np.load(DATA_DIR / "fashion_mnist_eval.npz") as z:
         return {k: z[k] for k in z.files}

@@ -15,12 +15,11 @@ import typing
 
 import numpy as np
 import pytest
-from conftest import MANIFEST, build_small_cnn
+from conftest import build_small_cnn
 
 from edgeprep.backends import FORMATS, LISTED, get_backend, needing_calibration, suffix_formats
 from edgeprep.backends.graph import OpGraph
 from edgeprep.backends.layer_error import LayerError
-from edgeprep.data import load_data
 from edgeprep.errors import ConversionError, DataError, InputError
 from edgeprep.models import load_model
 from edgeprep.stages.convert import convert, open_artifact
@@ -31,11 +30,6 @@ SAMPLES = 32
 @pytest.fixture(scope="module", params=LISTED)
 def fmt(request) -> str:
     return request.param
-
-
-@pytest.fixture(scope="module")
-def data():
-    return load_data(MANIFEST)
 
 
 @pytest.fixture(scope="module")

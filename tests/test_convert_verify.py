@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import MANIFEST, build_small_cnn
+from conftest import build_small_cnn
 
 from edgeprep.backends import get_backend
 from edgeprep.config.gates import Thresholds
-from edgeprep.data import load_data
 from edgeprep.errors import ConversionError, DataError
 from edgeprep.models import load_model
 from edgeprep.stages.convert import convert, open_artifact
@@ -31,11 +30,6 @@ def small(trained_small, tmp_path_factory):
     handle = load_model(trained_small)
     handle.saved_model_dir(tmp_path_factory.mktemp("savedmodel"))
     return handle
-
-
-@pytest.fixture(scope="module")
-def data():
-    return load_data(MANIFEST)
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,6 @@ import pytest
 from conftest import MANIFEST
 
 
-@pytest.fixture(scope="module")
-def data():
-    from edgeprep.data import load_data
-
-    return load_data(MANIFEST)
-
-
 def _tiny(seed: int = 0):
     """Conv-ReLU -> Conv (uneven channel scales), SeparableConv, Dense: every kind of pair CLE handles."""
     import keras

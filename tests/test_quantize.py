@@ -14,14 +14,8 @@ from conftest import MANIFEST, ROOT
 
 from edgeprep.config.formats import CoreMLOptions, IgnoredScope, OpenVINOOptions, TFLiteOptions
 from edgeprep.config.quantize import QuantizeConfig
-from edgeprep.data import load_data
 from edgeprep.models import load_model
 from edgeprep.stages.convert import convert
-
-
-@pytest.fixture(scope="module")
-def data():
-    return load_data(MANIFEST)
 
 
 @pytest.fixture(scope="module")
