@@ -9,7 +9,8 @@ virtualenv, the cache keeps ``.edgeprep`` between the two jobs, the comment reco
 install line's ``pip`` and ``sudo`` are stand-ins too (edgeprep is installed here; nothing is downloaded).
 ``edgeprep`` itself, TensorFlow and LiteRT are real.
 
-Scenario: a push to main whose run passes writes the first baseline; then a pull request that tightens the
+Scenario: a pull request before main has a baseline gets a comment saying so (the run's own summary) and the run's
+own verdict; a push to main whose run passes writes the first baseline; then a pull request that tightens the
 target's ``max_size_bytes`` below the committed example model's size, so ``edgeprep run`` exits 1. The gate must
 still run and write gate.md, the comment must be posted, and the job must end red.
 """
@@ -319,6 +320,19 @@ def test_a_failed_gate_still_gets_its_gate_its_comment_and_a_red_job(tmp_path):
     assert workflow["env"]["MODEL"] == "examples/fashion_mnist_cnn.keras"
     cache: dict = {}
     overrides = {"TARGET": "tiny", "EDGEPREP_HISTORY": ".edgeprep/history.sqlite"}
+
+    # a pull request before main has any baseline: judged by the run's own thresholds, and its comment says so
+    first = run_job(workflow, _checkout(tmp_path / "first" / "ws", workflow, 10_000_000), "pull_request", cache,
+                    overrides)
+    steps = first["by_name"]
+    assert not steps["Restore the baseline and the run history"]["restored"]
+    assert steps["edgeprep run"]["outcome"] == "success", steps["edgeprep run"]["stderr"][-2000:]
+    assert steps["edgeprep gate"]["outputs"] == {"code": "none"}, steps["edgeprep gate"]["stderr"][-2000:]
+    comment = steps["Post the report on the pull request"]
+    assert comment["ran"] and comment["comment"].startswith("**No baseline for tiny yet**")
+    assert "# edgeprep report" in comment["comment"]                   # the run's own summary follows
+    assert "edgeprep run exited 0, edgeprep gate none" in steps["Verdict"]["stdout"]
+    assert first["status"] == "success" and not cache          # nothing saved from a pull request
 
     # a push to main whose run passes: the first baseline is written and cached
     push = run_job(workflow, _checkout(tmp_path / "push" / "ws", workflow, 10_000_000), "push", cache, overrides)
