@@ -172,16 +172,41 @@ _EXT = {"markdown": "md", "junit": "xml", "html": "html", "json": "json"}
 
 # ---- staging and publishing ---------------------------------------------------------------------------------
 
-def staging_dir(final: Path) -> Path:
-    """A new temporary directory beside ``final`` (same file system, so the final rename is atomic); creates the
-    parent directories of ``final`` that are missing. It does not probe for room: the commands' up-front checks
+@contextlib.contextmanager
+def private_dir(parent: Path, prefix: str) -> Iterator[Path]:
+    """A new directory ``parent/<prefix><random>.tmp`` (mode 0700), removed when the block ends however it ends.
+
+    It is made inside the ``try`` whose ``finally`` removes it, so a signal (SIGTERM, Ctrl-C: raised as an exception
+    by the CLI's handler) arriving just after it was made still removes it; ``tempfile.mkdtemp`` before a ``try``
+    left that window open (seen on a loaded machine: SIGTERM right after the directory appeared left it behind)."""
+    import secrets
+
+    path = Path(parent) / f"{prefix}{secrets.token_hex(6)}.tmp"
+    ours = True
+    try:
+        try:
+            os.mkdir(path, 0o700)
+        except OSError as exc:
+            ours = False            # nothing of ours there (a name taken by someone else is never removed)
+            raise output_error(exc, parent) from None
+        yield path
+    finally:
+        if ours:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staging(final: Path) -> Iterator[Path]:
+    """A ``private_dir`` beside ``final`` (same file system, so the final rename is atomic); creates the parent
+    directories of ``final`` that are missing. It does not probe for room: the commands' up-front checks
     (``run_dir_out``, ``report_file_out``...) did that once, before any work; a write that fails here is mapped."""
     final = Path(final)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     except OSError as exc:
         raise output_error(exc, final.parent) from None
+    with private_dir(final.parent, f".{final.name}.") as path:
+        yield path
 
 
 def publish(src: Path, dst: Path, owned: Owned, what: str) -> None:
@@ -216,14 +241,12 @@ def staged_dir(final: Path, owned: Owned = is_run_dir, what: str = "an edgeprep 
     when the block raises ``Discard`` (then nothing is published and the exception is swallowed)."""
     final = Path(final)
     check_replaceable(final, owned, what)
-    staging = staging_dir(final)
-    try:
-        yield staging
-        publish(staging, final, owned, what)
-    except Discard:
-        pass
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with staging(final) as tree:
+        try:
+            yield tree
+            publish(tree, final, owned, what)
+        except Discard:
+            pass
 
 
 @contextlib.contextmanager
@@ -235,15 +258,12 @@ def atomic_path(final: Path, owned: Owned = _never, what: str = "a file edgeprep
     """
     final = Path(final)
     check_replaceable(final, owned, what)
-    tmp = staging_dir(final)
-    target = tmp / final.name  # keeps the real file name (some tools check suffixes)
-    try:
+    with staging(final) as tmp:
+        target = tmp / final.name  # keeps the real file name (some tools check suffixes)
         yield target
         if not target.exists():
             raise FileNotFoundError(f"internal: {target} was not written")
         publish(target, final, owned, what)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---- OS errors as one line ------------------------------------------------------------------------------------

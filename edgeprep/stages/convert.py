@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -15,7 +15,7 @@ from edgeprep.config.quantize import QuantizeConfig
 from edgeprep.data import Dataset
 from edgeprep.errors import ConversionError, DataError
 from edgeprep.models import ModelHandle
-from edgeprep.outputs import check_replaceable, check_writable_dir, full_disk_error, publish, staging_dir
+from edgeprep.outputs import check_replaceable, check_writable_dir, full_disk_error, private_dir, publish, staging
 from edgeprep.targets import TargetProfile
 
 
@@ -70,19 +70,18 @@ def convert(model: ModelHandle, fmt: str, precision: str, options: Any, out: Pat
         raise DataError(f"{needs[0]} needs calibration data", "pass --data with representative samples")
     out = Path(out).resolve()
     check_artifact_replaceable(out, fmt)
-    staging = staging_dir(out)
     own_workdir = workdir is None
-    workdir = Path(tempfile.mkdtemp(prefix="edgeprep-")) if own_workdir else Path(workdir)
     start = time.perf_counter()
-    try:
-        request = ConvertRequest(precision, options, calibration, calibration_samples, workdir,
+    with staging(out) as tree, (private_dir(Path(tempfile.gettempdir()), "edgeprep-") if own_workdir
+                                      else contextlib.nullcontext(Path(workdir))) as work:
+        request = ConvertRequest(precision, options, calibration, calibration_samples, work,
                                  quantize or QuantizeConfig(), tuple(keep_float), max_accuracy_drop)
-        tmp_main = staging / out.name
+        tmp_main = tree / out.name
         try:
             with quiet():
                 result = backend.convert(model, request, tmp_main)
         except Exception as exc:
-            full = full_disk_error(staging)
+            full = full_disk_error(tree)
             if full is not None:
                 raise full from exc
             raise
@@ -91,10 +90,6 @@ def convert(model: ModelHandle, fmt: str, precision: str, options: Any, out: Pat
         check_artifact_replaceable(out, fmt)   # again: something may have appeared there meanwhile
         for p in backend.companion_files(tmp_main) + [tmp_main]:   # the main file last: it marks completion
             publish(p, out.parent / p.name, lambda _p: True, "")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if own_workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
     seconds = time.perf_counter() - start
     files = [f for p in [out] + backend.companion_files(out) for f in files_of(p)]
     with quiet():
