@@ -7,6 +7,8 @@ stage or backend that needs them, and the names below are imported on first use.
     edgeprep.run(model_or_path, target="litert-cpu", data="data.toml")   # -> RunOutcome (report, artifacts, out_dir)
     edgeprep.convert(model_or_path, to="tflite", precision="int8", data="calib.npz")   # -> Artifact
     edgeprep.quantize(model_or_path, target="litert-cpu", data="data.toml", method="ptq")   # -> RunOutcome
+    edgeprep.verify(model_or_path, ["m.int8.tflite"], data="data.toml")   # -> VerifyOutcome (report, metrics)
+    edgeprep.bench(["m.int8.tflite"], target="litert-cpu")               # -> RunOutcome (report with bench)
 
 ``model_or_path`` is a keras.Model object or a model path. Errors you can fix are ``edgeprep.EdgeprepError``
 subclasses (``edgeprep.errors``). The building blocks:
@@ -33,6 +35,7 @@ _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 # name -> the module that defines it, imported when the name is first used (``import edgeprep`` stays cheap)
 _LAZY = {"run": "edgeprep.api", "convert": "edgeprep.api", "quantize": "edgeprep.api", "RunOutcome": "edgeprep.api",
+         "verify": "edgeprep.api", "bench": "edgeprep.api", "VerifyOutcome": "edgeprep.api",
          "ModelSource": "edgeprep.api", "Artifact": "edgeprep.artifact", "TargetProfile": "edgeprep.targets",
          "load_target": "edgeprep.targets", "EdgeprepError": "edgeprep.errors"}
 __all__ = ["__version__", *_LAZY]

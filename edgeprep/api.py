@@ -1,5 +1,5 @@
-"""edgeprep's Python API: the CLI's ``run``, ``quantize`` and ``convert`` as functions, for notebooks and training
-scripts.
+"""edgeprep's Python API: the CLI's ``run``, ``quantize``, ``convert``, ``verify`` and ``bench`` as functions, for
+notebooks and training scripts.
 
     import edgeprep
 
@@ -7,6 +7,8 @@ scripts.
     result.passed, result.out_dir, result.artifacts["tflite-int8"]
     art = edgeprep.convert(model, to="tflite", precision="int8", data="calib.npz")
     q = edgeprep.quantize(model, target="litert-cpu", data="data.toml", keep_float="auto")   # a RunOutcome
+    v = edgeprep.verify(model, [art.path], data="data.toml", target="litert-cpu")  # v.metrics["m.int8.tflite"]
+    b = edgeprep.bench([art.path], target="litert-cpu", out="runs/bench")         # b.report["artifacts"][0]["bench"]
 
 ``model`` is a ``keras.Model`` object or a path (``.keras``/``.h5``, a SavedModel directory, ``.onnx``). An object
 is saved to a temporary ``.keras`` file in a directory of its own (never beside your files; removed afterwards)
@@ -270,6 +272,94 @@ def _convert(model: Path, fmt: str, precision: str, data: Optional[Path], target
 
 
 
+@dataclass(frozen=True)
+class VerifyOutcome:
+    """What ``verify`` found: the report (report.json as a dict), each artifact's metrics by its file name, and
+    where the report was written (None without ``out``)."""
+
+    report: dict[str, Any]
+    metrics: dict[str, dict[str, Any]]     # "m.int8.tflite" -> {"accuracy", "agreement", "sqnr_db", ...}
+    passed: bool                           # nothing failed: the CLI's exit code 0
+    report_path: Optional[Path]
+
+    @property
+    def status(self) -> str:
+        """The summary's status: passed, measured, unmeasured or failed."""
+        return str(self.report["summary"]["status"])
+
+
+def verify(model: ModelSource, artifacts: Union[PathLike, list[PathLike], tuple[PathLike, ...]], data: PathLike, *,
+           target: Optional[TargetSource] = None, samples: Optional[int] = None,
+           preprocess: Optional[Mapping[str, Any]] = None, out: Optional[PathLike] = None,
+           progress: bool = False) -> VerifyOutcome:
+    """``edgeprep verify MODEL ARTIFACTS --data DATA``: do the artifacts (.tflite, OpenVINO .xml, Core ML
+    .mlpackage) compute what the float ``model`` computes? Top-1 accuracy, agreement and SQNR on ``data``'s
+    evaluation split, checked against ``target``'s [gates] when given ("verified"; else "measured").
+
+    ``samples``: the first N evaluation samples only. ``out``: also write report.json and summary.md there (only
+    earlier edgeprep reports are replaced). An artifact that fails a check returns with ``passed`` False; it does
+    not raise."""
+    from edgeprep.pipelines.verify import verify_artifacts
+    from edgeprep.progress import Reporter
+    from edgeprep.report import exit_ok
+
+    paths = _paths(artifacts, "artifacts")
+    data_path = _path(data, "data")
+    if data_path is None:
+        raise InputError("verify needs data= (the evaluation data)", "pass a manifest (.toml), .npz, .npy or image "
+                                                                     "folder")
+    _positive(samples, "samples")
+    profile = _target(target, None) if target is not None else None
+    cli_preprocess = _preprocess(preprocess)
+    with _model_path(model) as model_path:
+        result = verify_artifacts(model_path, paths, data_path, profile, Reporter(quiet=not progress),
+                                  out=_path(out, "out"), samples=samples, cli_preprocess=cli_preprocess)
+    metrics = {Path(a["path"]).name: a.get("metrics") or {} for a in result.report["artifacts"]}
+    return VerifyOutcome(result.report, metrics, exit_ok(result.report["summary"]), result.written)
+
+
+def bench(artifacts: Union[PathLike, list[PathLike], tuple[PathLike, ...]], target: Optional[TargetSource] = None,
+          *, data: Optional[PathLike] = None, model: Optional[PathLike] = None, runs: Optional[int] = None,
+          repeats: Optional[int] = None, warmup: Optional[int] = None, threads: Optional[int] = None,
+          profile: Optional[bool] = None, samples: Optional[int] = None,
+          preprocess: Optional[Mapping[str, Any]] = None, out: PathLike = "runs/bench", record: bool = True,
+          history: Optional[PathLike] = None, progress: bool = False) -> RunOutcome:
+    """``edgeprep bench ARTIFACTS [--target TARGET]``: size, load time, latency and memory of each artifact, each
+    in fresh device_bench processes on the target's device (this machine, the ARM64 emulator or an ssh device).
+
+    ``data`` adds accuracy; ``model`` (the float model's path) adds agreement and SQNR. ``runs``, ``repeats``,
+    ``warmup``, ``threads``, ``profile``: the command's options of those names (default: the target's [bench]).
+    ``out``: the report directory (new, empty or an earlier edgeprep run directory). Recorded in the run history
+    as the command records it, unless ``record=False``. A benchmark or gate that fails returns with ``passed``
+    False; it does not raise."""
+    from edgeprep.history import try_record
+    from edgeprep.pipelines.bench import BenchInputs, run_bench
+    from edgeprep.progress import Reporter
+    from edgeprep.report import exit_ok
+
+    paths = _paths(artifacts, "artifacts")
+    for name, value in (("runs", runs), ("repeats", repeats), ("threads", threads), ("samples", samples)):
+        _positive(value, name)
+    if warmup is not None and (isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0):
+        raise InputError(f"warmup must be a non-negative integer, got {warmup!r}", "pass e.g. warmup=10")
+    if profile is not None and not isinstance(profile, bool):
+        raise InputError(f"profile= must be True, False or None, got {profile!r}", "None takes the target's [bench]")
+    profile_obj = _target(target, None) if target is not None else None
+    overrides = {k: v for k, v in {"runs": runs, "repeats": repeats, "warmup": warmup, "threads": threads,
+                                   "profile": profile}.items() if v is not None}
+    reporter = Reporter(quiet=not progress)
+    result = run_bench(BenchInputs(tuple(paths), profile_obj, None, _path(data, "data"), _path(model, "model"),
+                                   _preprocess(preprocess), samples, overrides), Path(out), reporter)
+    recorded = None
+    if record:
+        recorded = try_record(result.report, result.out_dir / "report.json", _path(history, "history"),
+                              warn=reporter.warn)
+    artifacts_out = {f"{a['format']}-{a['precision']}": (result.out_dir / a["path"]).resolve()
+                     for a in result.report["artifacts"]}
+    return RunOutcome(result.out_dir.resolve(), result.report, artifacts_out, exit_ok(result.report["summary"]),
+                      recorded)
+
+
 # -- arguments: refused with one clear line, before any work --------------------------------------------------------
 
 def _path(value: Any, name: str) -> Optional[Path]:
@@ -280,6 +370,19 @@ def _path(value: Any, name: str) -> Optional[Path]:
                          f"pass the path of the {name}" if name != "data" else
                          "save arrays with numpy.savez(path, x=images, y=labels) and pass that path")
     return Path(value)
+
+
+def _paths(value: Any, name: str) -> list[Path]:
+    items = [value] if isinstance(value, (str, os.PathLike)) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise InputError(f"{name}= must be a path or a non-empty list of paths, got {value!r}",
+                         "pass e.g. [\"m.int8.tflite\", \"m.fp32.xml\"]")
+    return [_path(v, name) for v in items]
+
+
+def _positive(value: Any, name: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise InputError(f"{name} must be a positive integer, got {value!r}", f"pass e.g. {name}=100")
 
 
 def _target(target: Any, calibrate: Optional[bool]) -> TargetProfile:
@@ -338,4 +441,4 @@ def _model_path(model: Any) -> Any:
                      "pass a keras.Model object or the path of a saved model")
 
 
-__all__ = ["ModelSource", "RunOutcome", "convert", "quantize", "run"]
+__all__ = ["ModelSource", "RunOutcome", "VerifyOutcome", "bench", "convert", "quantize", "run", "verify"]

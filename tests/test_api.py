@@ -195,6 +195,43 @@ def test_quantize_a_keras_model_object(model, target_file, tmp_path):
     assert _model_dirs() == before
 
 
+def test_verify_and_bench_as_functions_give_the_commands_reports(model, trained_small, target_file, tmp_path, cli):
+    """``edgeprep.verify`` on a keras.Model object and its int8 artifact gives the metrics ``edgeprep verify`` gives
+    for the saved model (same evaluation, same runtime: equal figures); ``edgeprep.bench`` benchmarks it in fresh
+    processes into its report directory, with accuracy from ``data`` and agreement from ``model``, recorded in the
+    history file it is given."""
+    art = edgeprep.convert(model, to="tflite", precision="int8", data=MANIFEST, target=target_file,
+                           out=tmp_path / "m.int8.tflite")
+    before = _model_dirs()
+    v = edgeprep.verify(model, art.path, MANIFEST, target="litert-cpu", samples=300)     # its [gates.int8]
+    assert isinstance(v, edgeprep.VerifyOutcome) and v.report_path is None and v.report["command"] == "verify"
+    m = v.metrics["m.int8.tflite"]
+    assert m["samples"] == 300 and m["agreement"] >= 0.97 and m["sqnr_db"] > 20, m
+    assert v.passed and v.status == "passed" and v.report["summary"]["verified"] == 1, v.report["summary"]
+    assert _model_dirs() == before
+    r = cli("verify", trained_small, art.path, "-d", MANIFEST, "-t", "litert-cpu", "--samples", "300",
+            "-o", tmp_path / "cli-verify")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (entry,) = json.loads((tmp_path / "cli-verify" / "report.json").read_text())["artifacts"]
+    assert {k: entry["metrics"][k] for k in ("accuracy", "agreement", "sqnr_db")} == \
+        {k: m[k] for k in ("accuracy", "agreement", "sqnr_db")}
+    written = edgeprep.verify(trained_small, [art.path], MANIFEST, samples=100, out=tmp_path / "api-verify")
+    assert written.report_path == tmp_path / "api-verify" / "report.json" and written.report_path.is_file()
+    assert written.status == "measured"            # no target: no thresholds to verify against
+
+    history = tmp_path / "history.sqlite"
+    b = edgeprep.bench([art.path], target_file, data=MANIFEST, model=trained_small, runs=20, repeats=2,
+                       samples=200, out=tmp_path / "bench", history=history)
+    assert isinstance(b, edgeprep.RunOutcome) and b.out_dir == (tmp_path / "bench").resolve()
+    (entry,) = b.report["artifacts"]
+    bench = entry["bench"]
+    assert bench["status"] == "ok" and len(bench["process_p50_ms"]) == 2 and bench["latency_ms"]["p50"] > 0
+    assert entry["metrics"]["agreement"] >= 0.97 and b.history == history and b.report_path.is_file()
+    con = sqlite3.connect(history)
+    assert [r[0] for r in con.execute("SELECT command FROM runs")] == ["bench"]
+    con.close()
+
+
 @pytest.mark.parametrize("call, error, words", [
     (lambda m, t: edgeprep.run(42, target=t), InputError, "model= must be a keras.Model or a path"),
     (lambda m, t: edgeprep.run(m, target=3.5), InputError, "target= must be a profile name"),
@@ -214,9 +251,14 @@ def test_quantize_a_keras_model_object(model, target_file, tmp_path):
     (lambda m, t: edgeprep.quantize(m, t, None), InputError, "quantize needs data="),
     (lambda m, t: edgeprep.quantize(m, t, MANIFEST, labels=True, distill=True), InputError, "exclude each other"),
     (lambda m, t: edgeprep.quantize(m, t, MANIFEST, steps=0), InputError, "steps must be a positive integer"),
+    (lambda m, t: edgeprep.verify(m, [], MANIFEST), InputError, "artifacts= must be a path or a non-empty list"),
+    (lambda m, t: edgeprep.verify(m, "m.tflite", None), InputError, "verify needs data="),
+    (lambda m, t: edgeprep.bench(["m.tflite"], t, runs=0), InputError, "runs must be a positive integer"),
+    (lambda m, t: edgeprep.bench(["m.tflite"], t, model="m.keras"), InputError, "--model needs --data"),
 ], ids=["model-type", "target-type", "target-name", "data-array", "split", "preprocess-key", "preprocess-type",
         "calibrate", "format", "precision", "int8-without-data", "calibration-samples", "model-missing",
-        "quantize-method", "quantize-keep-float", "quantize-no-data", "quantize-labels-distill", "quantize-steps"])
+        "quantize-method", "quantize-keep-float", "quantize-no-data", "quantize-labels-distill", "quantize-steps",
+        "verify-no-artifacts", "verify-no-data", "bench-runs", "bench-model-without-data"])
 def test_bad_arguments_raise_edgeprep_errors(model, target_file, tmp_path, monkeypatch, call, error, words):
     monkeypatch.chdir(tmp_path)
     before = sorted(tmp_path.iterdir())

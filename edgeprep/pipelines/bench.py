@@ -26,6 +26,7 @@ from edgeprep.stages.bench import (
     flag_slower_int8,
     write_device_data,
 )
+from edgeprep.targets import TargetProfile
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +35,8 @@ class BenchInputs:
     options contradict each other)."""
 
     artifacts: tuple[Path, ...]
-    target: str | None = None               # a target name or profile path: its [bench], threads, options, [gates]
+    target: str | Path | TargetProfile | None = None     # a name, profile path or profile: its [bench], threads,
+    #                                                      options and [gates]
     targets: str | None = None              # "a,b,c": several targets' devices in parallel
     data: Path | None = None                # evaluation data: accuracy (labels)
     model: Path | None = None               # the float model: agreement, SQNR and accuracy drop (needs data)
@@ -69,7 +71,8 @@ def run_bench(inputs: BenchInputs, out: Path, reporter: Reporter) -> BenchRun:
             targets = [load_target(n) for n in parse_targets(inputs.targets)]
             report, reports = _fleet(targets, inputs, staging, reporter)
         else:
-            plan = _plan(load_target(inputs.target) if inputs.target else None, inputs)
+            target = inputs.target
+            plan = _plan(load_target(target) if isinstance(target, (str, Path)) else target, inputs)
             _check_device(plan, reporter)
             report = _execute(plan, inputs, staging, reporter)
             reports = [("", report)]
